@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 
-namespace WeightEnsemblingMoE.Tests.Foundation;
+namespace WeightEnsembling.Tests.Foundation;
 
 /// <summary>An independent reader of ELF64 version needs, to check what the build-time patch wrote.</summary>
 internal static class ElfInspector

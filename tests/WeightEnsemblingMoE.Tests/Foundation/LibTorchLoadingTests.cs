@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace WeightEnsemblingMoE.Tests.Foundation;
+namespace WeightEnsembling.Tests.Foundation;
 
 /// <summary>The libtorch loading fix (docs/libtorch-loading.md): real math and autograd must run.</summary>
 [TestFixture, NonParallelizable]
