@@ -1,0 +1,75 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace WeightEnsembling.Clip;
+
+/// <summary>
+/// A CLIP vision tower with the module structure and parameter names of Hugging Face's <c>CLIPVisionModel</c>
+/// (<c>vision_model.*</c>) plus, optionally, the <c>visual_projection</c> of <c>CLIPModel</c> /
+/// <c>CLIPVisionModelWithProjection</c>, so that its state dict matches those checkpoints key for key.
+/// </summary>
+public sealed partial class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
+{
+#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
+    private readonly ClipVisionTransformer vision_model;
+    private readonly Linear? visual_projection;
+#pragma warning restore IDE1006
+
+    /// <summary>Creates a model of the given architecture with randomly initialised parameters.</summary>
+    /// <param name="config">The architecture.</param>
+    /// <param name="withProjection">Whether to add <c>visual_projection</c> (hidden_size → projection_dim, no bias).</param>
+    public ClipVisionModel(ClipVisionConfig config, bool withProjection = true) : base(nameof(ClipVisionModel))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        Config = config.Validate();
+        vision_model = new ClipVisionTransformer(config);
+        visual_projection = withProjection ? nn.Linear(config.HiddenSize, config.ProjectionDim, hasBias: false) : null;
+        RegisterComponents();
+    }
+
+    /// <summary>The architecture.</summary>
+    public ClipVisionConfig Config { get; }
+
+    /// <summary>The vision transformer (<c>vision_model</c>).</summary>
+    public ClipVisionTransformer VisionModel => vision_model;
+
+    /// <summary>The projection to the joint image-text space (<c>visual_projection</c>), or null if the model has none.</summary>
+    public Linear? VisualProjection => visual_projection;
+
+    /// <summary>Whether the model has a <c>visual_projection</c>.</summary>
+    public bool HasProjection => visual_projection is not null;
+
+    /// <summary>The encoder layers, in order (shortcut for <c>VisionModel.Encoder.Layers</c>).</summary>
+    public IReadOnlyList<ClipEncoderLayer> Layers => vision_model.Encoder.Layers;
+
+    /// <summary>Runs the model on a batch of images.</summary>
+    /// <param name="input">Pixel values, shape [B, <c>num_channels</c>, <c>image_size</c>, <c>image_size</c>].</param>
+    /// <returns>The last hidden state, the pooled output and (with a projection) the image embeddings.</returns>
+    public override ClipVisionOutput forward(Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        using var scope = torch.NewDisposeScope();
+        var output = vision_model.forward(input);
+        var embeds = visual_projection?.forward(output.PooledOutput);
+        return new ClipVisionOutput(
+            output.LastHiddenState.MoveToOuterDisposeScope(),
+            output.PooledOutput.MoveToOuterDisposeScope(),
+            embeds?.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// The image features used for classification: the projected pooled output (HF <c>get_image_features</c>) when the
+    /// model has a <c>visual_projection</c>, otherwise the pooled output.
+    /// </summary>
+    /// <param name="pixelValues">Pixel values, shape [B, <c>num_channels</c>, <c>image_size</c>, <c>image_size</c>].</param>
+    /// <returns>Shape [B, projection_dim] (or [B, hidden_size] without a projection).</returns>
+    public Tensor GetImageFeatures(Tensor pixelValues)
+    {
+        ArgumentNullException.ThrowIfNull(pixelValues);
+        using var scope = torch.NewDisposeScope();
+        var output = forward(pixelValues);
+        var features = output.ImageEmbeds ?? output.PooledOutput;
+        return features.MoveToOuterDisposeScope();
+    }
+}
