@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using WeightEnsembling.SafeTensors;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Clip;
@@ -9,7 +10,7 @@ namespace WeightEnsembling.Clip;
 /// (<c>vision_model.*</c>) plus, optionally, the <c>visual_projection</c> of <c>CLIPModel</c> /
 /// <c>CLIPVisionModelWithProjection</c>, so that its state dict matches those checkpoints key for key.
 /// </summary>
-public sealed partial class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
+public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
 {
 #pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
     private readonly ClipVisionTransformer vision_model;
@@ -71,5 +72,136 @@ public sealed partial class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput
         var output = forward(pixelValues);
         var features = output.ImageEmbeds ?? output.PooledOutput;
         return features.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Loads a Hugging Face model folder: <c>config.json</c> plus <c>model.safetensors</c> or a sharded
+    /// <c>model.safetensors.index.json</c>. Accepts a <c>CLIPVisionModel</c>, a <c>CLIPVisionModelWithProjection</c> and a
+    /// full <c>CLIPModel</c> checkpoint: <c>vision_model.*</c> and <c>visual_projection.*</c> are loaded (the projection
+    /// exists exactly when the checkpoint has <c>visual_projection.weight</c>); <c>text_model.*</c>,
+    /// <c>text_projection.*</c>, <c>logit_scale</c> and a persisted <c>position_ids</c> are skipped. Weights of another
+    /// floating dtype are converted to float32.
+    /// </summary>
+    /// <param name="folder">The model folder.</param>
+    /// <returns>The loaded model (float32, on the CPU); the caller owns it.</returns>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="FileNotFoundException">The config or the weights are missing.</exception>
+    /// <exception cref="InvalidDataException">A tensor is missing, unexpected, of the wrong shape or not finite; the message names the tensor and the file.</exception>
+    public static ClipVisionModel FromPretrained(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        if (!Directory.Exists(folder))
+        {
+            throw new DirectoryNotFoundException($"The model folder '{folder}' does not exist.");
+        }
+
+        var config = ClipVisionConfig.FromFile(Path.Combine(folder, ConfigFileName));
+        using var checkpoint = ClipCheckpointReader.Open(folder);
+        var model = new ClipVisionModel(config, checkpoint.Contains("visual_projection.weight"));
+        try
+        {
+            model.LoadFrom(checkpoint);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Saves the model as a Hugging Face folder: <c>config.json</c> and <c>model.safetensors</c> (float32 as held), each
+    /// written atomically. <see cref="FromPretrained"/> reads it back.
+    /// </summary>
+    /// <param name="folder">The folder (created if missing); existing files of the same names are replaced.</param>
+    public void SaveTo(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        Directory.CreateDirectory(folder);
+        var tensors = state_dict();
+        foreach (var (name, tensor) in tensors)
+        {
+            if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
+            {
+                throw new InvalidOperationException($"Refusing to save: tensor '{name}' has NaN or infinite values.");
+            }
+        }
+
+        SafeTensorsWriter.Save(
+            Path.Combine(folder, SafeTensorsWriter.SingleFileName),
+            tensors,
+            new Dictionary<string, string> { ["format"] = "pt" });
+        WriteAtomically(Path.Combine(folder, ConfigFileName), Config.ToJson(HasProjection));
+    }
+
+    private const string ConfigFileName = "config.json";
+
+    private static bool IsSkipped(string name) =>
+        name.StartsWith("text_model.", StringComparison.Ordinal)
+        || name.StartsWith("text_projection.", StringComparison.Ordinal)
+        || name == "logit_scale"
+        || name == "vision_model.embeddings.position_ids";
+
+    private void LoadFrom(ClipCheckpointReader checkpoint)
+    {
+        var parameters = state_dict();
+        var unexpected = checkpoint.Names.Where(n => !parameters.ContainsKey(n) && !IsSkipped(n)).Order(StringComparer.Ordinal).ToList();
+        if (unexpected.Count > 0)
+        {
+            throw new InvalidDataException(
+                $"The checkpoint '{checkpoint.Description}' has tensors this CLIP vision model does not: "
+                + $"{string.Join(", ", unexpected.Take(5))}{(unexpected.Count > 5 ? $" and {unexpected.Count - 5} more" : "")}. "
+                + "Does config.json match the weights?");
+        }
+
+        using var noGrad = torch.no_grad();
+        foreach (var (name, parameter) in parameters)
+        {
+            if (!checkpoint.Contains(name))
+            {
+                throw new InvalidDataException($"Tensor '{name}' is missing from the checkpoint '{checkpoint.Description}'.");
+            }
+
+            using var scope = torch.NewDisposeScope();
+            var source = checkpoint.Load(name);
+            string file = checkpoint.FileOf(name);
+            if (!source.shape.SequenceEqual(parameter.shape))
+            {
+                throw new InvalidDataException(
+                    $"Tensor '{name}' in '{file}' has shape [{string.Join(", ", source.shape)}] but the model expects "
+                    + $"[{string.Join(", ", parameter.shape)}].");
+            }
+
+            if (!source.is_floating_point())
+            {
+                throw new InvalidDataException($"Tensor '{name}' in '{file}' has dtype {source.dtype}; a floating dtype is expected.");
+            }
+
+            if (!source.isfinite().all().item<bool>())
+            {
+                throw new InvalidDataException($"Tensor '{name}' in '{file}' has NaN or infinite values.");
+            }
+
+            parameter.copy_(source);
+        }
+    }
+
+    private static void WriteAtomically(string path, string text)
+    {
+        string full = Path.GetFullPath(path);
+        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            File.WriteAllText(temp, text);
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp))
+            {
+                File.Delete(temp);
+            }
+        }
     }
 }
