@@ -1,0 +1,45 @@
+namespace WeightEnsembling.SafeTensors;
+
+/// <summary>
+/// A strict <see cref="StateDict.LoadInto"/> found missing, unexpected or mismatched keys; the module was left unchanged.
+/// The message lists every problem.
+/// </summary>
+public sealed class StateDictLoadException : Exception
+{
+    /// <summary>Creates an exception with no details.</summary>
+    public StateDictLoadException()
+        : base("The state dict does not match the module.")
+    {
+        Report = new StateDictLoadReport([], [], [], []);
+    }
+
+    /// <summary>Creates an exception with a message only.</summary>
+    /// <param name="message">The message.</param>
+    public StateDictLoadException(string message)
+        : base(message)
+    {
+        Report = new StateDictLoadReport([], [], [], []);
+    }
+
+    /// <summary>Creates an exception with a message and a cause.</summary>
+    /// <param name="message">The message.</param>
+    /// <param name="innerException">The cause.</param>
+    public StateDictLoadException(string message, Exception? innerException)
+        : base(message, innerException)
+    {
+        Report = new StateDictLoadReport([], [], [], []);
+    }
+
+    /// <summary>Creates an exception describing a report.</summary>
+    /// <param name="moduleName">The module that was being loaded.</param>
+    /// <param name="report">What did not match.</param>
+    public StateDictLoadException(string moduleName, StateDictLoadReport report)
+        : base($"The state dict does not match module '{moduleName}' (nothing was copied):{Environment.NewLine}{report?.DescribeProblems()}")
+    {
+        ArgumentNullException.ThrowIfNull(report);
+        Report = report;
+    }
+
+    /// <summary>What did not match.</summary>
+    public StateDictLoadReport Report { get; }
+}
