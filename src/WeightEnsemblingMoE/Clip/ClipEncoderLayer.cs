@@ -1,0 +1,89 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace WeightEnsembling.Clip;
+
+/// <summary>
+/// One pre-norm transformer block of a CLIP vision tower (HF <c>CLIPEncoderLayer</c>):
+/// <c>x + self_attn(layer_norm1(x))</c>, then <c>x + mlp(layer_norm2(x))</c>. The attention and the MLP are replaceable
+/// slots (<see cref="SelfAttention"/>, <see cref="Mlp"/>): a module put there runs in <c>forward</c> and its parameters
+/// appear in the state dict under the same key prefix (<c>self_attn.</c>, <c>mlp.</c>).
+/// </summary>
+public sealed class ClipEncoderLayer : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
+    private nn.Module<Tensor, Tensor> self_attn;
+    private readonly LayerNorm layer_norm1;
+    private nn.Module<Tensor, Tensor> mlp;
+    private readonly LayerNorm layer_norm2;
+#pragma warning restore IDE1006
+
+    /// <summary>Creates an encoder layer of the given architecture with randomly initialised parameters.</summary>
+    /// <param name="config">The architecture.</param>
+    public ClipEncoderLayer(ClipVisionConfig config) : base(nameof(ClipEncoderLayer))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        self_attn = new ClipAttention(config.HiddenSize, config.NumAttentionHeads);
+        layer_norm1 = nn.LayerNorm(config.HiddenSize, eps: config.LayerNormEps);
+        mlp = new ClipMlp(config.HiddenSize, config.IntermediateSize, config.HiddenAct);
+        layer_norm2 = nn.LayerNorm(config.HiddenSize, eps: config.LayerNormEps);
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// The self-attention slot (state-dict key <c>self_attn</c>); initially a <see cref="ClipAttention"/>. Setting it
+    /// registers the new module under <c>self_attn</c> in place of the old one, which is not disposed (the caller owns it).
+    /// </summary>
+    public nn.Module<Tensor, Tensor> SelfAttention
+    {
+        get => self_attn;
+        set
+        {
+            ArgumentNullException.ThrowIfNull(value);
+            self_attn = value;
+            Replace(nameof(self_attn), value);
+        }
+    }
+
+    /// <summary>
+    /// The MLP slot (state-dict key <c>mlp</c>); initially a <see cref="ClipMlp"/>. Setting it registers the new module
+    /// under <c>mlp</c> in place of the old one, which is not disposed (the caller owns it).
+    /// </summary>
+    public nn.Module<Tensor, Tensor> Mlp
+    {
+        get => mlp;
+        set
+        {
+            ArgumentNullException.ThrowIfNull(value);
+            mlp = value;
+            Replace(nameof(mlp), value);
+        }
+    }
+
+    /// <summary>The layer norm before the attention.</summary>
+    public LayerNorm LayerNorm1 => layer_norm1;
+
+    /// <summary>The layer norm before the MLP.</summary>
+    public LayerNorm LayerNorm2 => layer_norm2;
+
+    /// <summary>Applies the block.</summary>
+    /// <param name="input">Tokens, shape [B, N, D].</param>
+    /// <returns>Shape [B, N, D].</returns>
+    public override Tensor forward(Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        using var scope = torch.NewDisposeScope();
+        var hidden = input + self_attn.forward(layer_norm1.forward(input));
+        var result = hidden + mlp.forward(layer_norm2.forward(hidden));
+        return result.MoveToOuterDisposeScope();
+    }
+
+    private void Replace(string name, nn.Module module)
+    {
+        // TorchSharp's register_module refuses a name that is already registered; unregister the old module first.
+        register_module(name, null!);
+        register_module(name, module);
+    }
+}

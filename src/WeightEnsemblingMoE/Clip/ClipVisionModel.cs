@@ -1,0 +1,207 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using WeightEnsembling.SafeTensors;
+using static TorchSharp.torch;
+
+namespace WeightEnsembling.Clip;
+
+/// <summary>
+/// A CLIP vision tower with the module structure and parameter names of Hugging Face's <c>CLIPVisionModel</c>
+/// (<c>vision_model.*</c>) plus, optionally, the <c>visual_projection</c> of <c>CLIPModel</c> /
+/// <c>CLIPVisionModelWithProjection</c>, so that its state dict matches those checkpoints key for key.
+/// </summary>
+public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
+{
+#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
+    private readonly ClipVisionTransformer vision_model;
+    private readonly Linear? visual_projection;
+#pragma warning restore IDE1006
+
+    /// <summary>Creates a model of the given architecture with randomly initialised parameters.</summary>
+    /// <param name="config">The architecture.</param>
+    /// <param name="withProjection">Whether to add <c>visual_projection</c> (hidden_size → projection_dim, no bias).</param>
+    public ClipVisionModel(ClipVisionConfig config, bool withProjection = true) : base(nameof(ClipVisionModel))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        Config = config.Validate();
+        vision_model = new ClipVisionTransformer(config);
+        visual_projection = withProjection ? nn.Linear(config.HiddenSize, config.ProjectionDim, hasBias: false) : null;
+        RegisterComponents();
+    }
+
+    /// <summary>The architecture.</summary>
+    public ClipVisionConfig Config { get; }
+
+    /// <summary>The vision transformer (<c>vision_model</c>).</summary>
+    public ClipVisionTransformer VisionModel => vision_model;
+
+    /// <summary>The projection to the joint image-text space (<c>visual_projection</c>), or null if the model has none.</summary>
+    public Linear? VisualProjection => visual_projection;
+
+    /// <summary>Whether the model has a <c>visual_projection</c>.</summary>
+    public bool HasProjection => visual_projection is not null;
+
+    /// <summary>The encoder layers, in order (shortcut for <c>VisionModel.Encoder.Layers</c>).</summary>
+    public IReadOnlyList<ClipEncoderLayer> Layers => vision_model.Encoder.Layers;
+
+    /// <summary>Runs the model on a batch of images.</summary>
+    /// <param name="input">Pixel values, shape [B, <c>num_channels</c>, <c>image_size</c>, <c>image_size</c>].</param>
+    /// <returns>The last hidden state, the pooled output and (with a projection) the image embeddings.</returns>
+    public override ClipVisionOutput forward(Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        using var scope = torch.NewDisposeScope();
+        var output = vision_model.forward(input);
+        var embeds = visual_projection?.forward(output.PooledOutput);
+        return new ClipVisionOutput(
+            output.LastHiddenState.MoveToOuterDisposeScope(),
+            output.PooledOutput.MoveToOuterDisposeScope(),
+            embeds?.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// The image features used for classification: the projected pooled output (HF <c>get_image_features</c>) when the
+    /// model has a <c>visual_projection</c>, otherwise the pooled output.
+    /// </summary>
+    /// <param name="pixelValues">Pixel values, shape [B, <c>num_channels</c>, <c>image_size</c>, <c>image_size</c>].</param>
+    /// <returns>Shape [B, projection_dim] (or [B, hidden_size] without a projection).</returns>
+    public Tensor GetImageFeatures(Tensor pixelValues)
+    {
+        ArgumentNullException.ThrowIfNull(pixelValues);
+        using var scope = torch.NewDisposeScope();
+        var output = forward(pixelValues);
+        var features = output.ImageEmbeds ?? output.PooledOutput;
+        return features.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Loads a Hugging Face model folder: <c>config.json</c> plus <c>model.safetensors</c> or a sharded
+    /// <c>model.safetensors.index.json</c>. Accepts a <c>CLIPVisionModel</c>, a <c>CLIPVisionModelWithProjection</c> and a
+    /// full <c>CLIPModel</c> checkpoint: <c>vision_model.*</c> and <c>visual_projection.*</c> are loaded (the projection
+    /// exists exactly when the checkpoint has <c>visual_projection.weight</c>); <c>text_model.*</c>,
+    /// <c>text_projection.*</c>, <c>logit_scale</c> and a persisted <c>position_ids</c> are skipped. Weights of another
+    /// floating dtype are converted to float32.
+    /// </summary>
+    /// <param name="folder">The model folder.</param>
+    /// <returns>The loaded model (float32, on the CPU); the caller owns it.</returns>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="FileNotFoundException">The config or the weights are missing.</exception>
+    /// <exception cref="InvalidDataException">A tensor is missing, unexpected, of the wrong shape or not finite; the message names the tensor and the file.</exception>
+    public static ClipVisionModel FromPretrained(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        if (!Directory.Exists(folder))
+        {
+            throw new DirectoryNotFoundException($"The model folder '{folder}' does not exist.");
+        }
+
+        var config = ClipVisionConfig.FromFile(Path.Combine(folder, ConfigFileName));
+        using var checkpoint = ClipCheckpointReader.Open(folder);
+        var model = new ClipVisionModel(config, checkpoint.Contains("visual_projection.weight"));
+        try
+        {
+            model.LoadFrom(checkpoint);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Saves the model as a Hugging Face folder: <c>config.json</c> and <c>model.safetensors</c> (float32 as held), each
+    /// written atomically. <see cref="FromPretrained"/> reads it back.
+    /// </summary>
+    /// <param name="folder">The folder (created if missing); existing files of the same names are replaced.</param>
+    public void SaveTo(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        Directory.CreateDirectory(folder);
+        var tensors = state_dict();
+        foreach (var (name, tensor) in tensors)
+        {
+            if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
+            {
+                throw new InvalidOperationException($"Refusing to save: tensor '{name}' has NaN or infinite values.");
+            }
+        }
+
+        SafeTensorsWriter.Save(
+            Path.Combine(folder, SafeTensorsWriter.SingleFileName),
+            tensors,
+            new Dictionary<string, string> { ["format"] = "pt" });
+        WriteAtomically(Path.Combine(folder, ConfigFileName), Config.ToJson(HasProjection));
+    }
+
+    private const string ConfigFileName = "config.json";
+
+    private static bool IsSkipped(string name) =>
+        name.StartsWith("text_model.", StringComparison.Ordinal)
+        || name.StartsWith("text_projection.", StringComparison.Ordinal)
+        || name == "logit_scale"
+        || name == "vision_model.embeddings.position_ids";
+
+    private void LoadFrom(ClipCheckpointReader checkpoint)
+    {
+        var parameters = state_dict();
+        var unexpected = checkpoint.Names.Where(n => !parameters.ContainsKey(n) && !IsSkipped(n)).Order(StringComparer.Ordinal).ToList();
+        if (unexpected.Count > 0)
+        {
+            throw new InvalidDataException(
+                $"The checkpoint '{checkpoint.Description}' has tensors this CLIP vision model does not: "
+                + $"{string.Join(", ", unexpected.Take(5))}{(unexpected.Count > 5 ? $" and {unexpected.Count - 5} more" : "")}. "
+                + "Does config.json match the weights?");
+        }
+
+        using var noGrad = torch.no_grad();
+        foreach (var (name, parameter) in parameters)
+        {
+            if (!checkpoint.Contains(name))
+            {
+                throw new InvalidDataException($"Tensor '{name}' is missing from the checkpoint '{checkpoint.Description}'.");
+            }
+
+            using var scope = torch.NewDisposeScope();
+            var source = checkpoint.Load(name);
+            string file = checkpoint.FileOf(name);
+            if (!source.shape.SequenceEqual(parameter.shape))
+            {
+                throw new InvalidDataException(
+                    $"Tensor '{name}' in '{file}' has shape [{string.Join(", ", source.shape)}] but the model expects "
+                    + $"[{string.Join(", ", parameter.shape)}].");
+            }
+
+            if (!source.is_floating_point())
+            {
+                throw new InvalidDataException($"Tensor '{name}' in '{file}' has dtype {source.dtype}; a floating dtype is expected.");
+            }
+
+            if (!source.isfinite().all().item<bool>())
+            {
+                throw new InvalidDataException($"Tensor '{name}' in '{file}' has NaN or infinite values.");
+            }
+
+            parameter.copy_(source);
+        }
+    }
+
+    private static void WriteAtomically(string path, string text)
+    {
+        string full = Path.GetFullPath(path);
+        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            File.WriteAllText(temp, text);
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp))
+            {
+                File.Delete(temp);
+            }
+        }
+    }
+}
