@@ -34,6 +34,7 @@ public sealed class Router : nn.Module<Tensor, Tensor>, IRouter
         Depth = depth;
         InputDimension = inputDimension;
         TaskCount = taskCount;
+        // Tensor.normal_ honours the generator; nn.init.normal_ ignores it in TorchSharp 0.107.
         using (torch.no_grad())
         {
             switch (depth)
@@ -43,15 +44,15 @@ public sealed class Router : nn.Module<Tensor, Tensor>, IRouter
                     break;
                 case 1:
                     fc = nn.Linear(inputDimension, taskCount, hasBias: true);
-                    nn.init.normal_(fc.weight!, 0.0, WeightInitStd, generator);
+                    fc.weight!.normal_(0.0, WeightInitStd, generator);
                     nn.init.constant_(fc.bias!, initLambda);
                     break;
                 default:
                     fc1 = nn.Linear(inputDimension, inputDimension, hasBias: true);
                     fc2 = nn.Linear(inputDimension, taskCount, hasBias: true);
-                    nn.init.normal_(fc1.weight!, 0.0, WeightInitStd, generator);
+                    fc1.weight!.normal_(0.0, WeightInitStd, generator);
                     nn.init.zeros_(fc1.bias!);
-                    nn.init.normal_(fc2.weight!, 0.0, WeightInitStd, generator);
+                    fc2.weight!.normal_(0.0, WeightInitStd, generator);
                     nn.init.constant_(fc2.bias!, initLambda);
                     break;
             }
