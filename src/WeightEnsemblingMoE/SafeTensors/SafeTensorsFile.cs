@@ -1,0 +1,187 @@
+using System.IO.MemoryMappedFiles;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace WeightEnsembling.SafeTensors;
+
+/// <summary>
+/// A safetensors file opened for reading. The header is read and validated when the file is opened; the data section
+/// is memory-mapped and each tensor's bytes are read only when that tensor is loaded.
+/// </summary>
+/// <remarks>
+/// Loading is thread-safe. The file must not be truncated by another process while it is open.
+/// </remarks>
+public sealed class SafeTensorsFile : IDisposable
+{
+    private readonly SafeTensorsHeader _header;
+    private readonly MemoryMappedFile _map;
+    private readonly MemoryMappedViewAccessor _view;
+    private readonly object _gate = new();
+    private readonly string[] _names;
+    private unsafe byte* _base;
+    private bool _disposed;
+
+    private unsafe SafeTensorsFile(string path, SafeTensorsHeader header, MemoryMappedFile map, MemoryMappedViewAccessor view)
+    {
+        FilePath = path;
+        _header = header;
+        _map = map;
+        _view = view;
+        _names = header.Tensors.Keys.Order(StringComparer.Ordinal).ToArray();
+        Metadata = header.Metadata.AsReadOnly();
+        byte* pointer = null;
+        view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
+        _base = pointer + view.PointerOffset;
+    }
+
+    /// <summary>The full path of the file.</summary>
+    public string FilePath { get; }
+
+    /// <summary>The names of the tensors, sorted ordinally.</summary>
+    public IReadOnlyList<string> Names => _names;
+
+    /// <summary>The header's <c>__metadata__</c> map; empty when the file has none.</summary>
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    /// <summary>Opens a safetensors file and validates its header.</summary>
+    /// <param name="path">The file.</param>
+    /// <returns>The open file; dispose it to unmap the file.</returns>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="SafeTensorsFormatException">The file breaks a rule of the format.</exception>
+    public static SafeTensorsFile Open(string path)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        var fullPath = Path.GetFullPath(path);
+        var stream = new FileStream(fullPath, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1);
+        MemoryMappedFile? map = null;
+        try
+        {
+            var header = SafeTensorsHeader.Read(stream, fullPath);
+            map = MemoryMappedFile.CreateFromFile(stream, mapName: null, capacity: 0, MemoryMappedFileAccess.Read,
+                HandleInheritability.None, leaveOpen: false);
+            var view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            if (view.Capacity < header.DataOffset + header.DataLength)
+            {
+                view.Dispose();
+                throw new SafeTensorsFormatException(fullPath, null, "the file changed size while it was being opened.");
+            }
+            return new SafeTensorsFile(fullPath, header, map, view);
+        }
+        catch
+        {
+            if (map is not null)
+            {
+                map.Dispose();
+            }
+            else
+            {
+                stream.Dispose();
+            }
+            throw;
+        }
+    }
+
+    /// <summary>Whether the file has a tensor of this name.</summary>
+    /// <param name="name">The tensor name.</param>
+    /// <returns>True when the header lists the tensor.</returns>
+    public bool Contains(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return _header.Tensors.ContainsKey(name);
+    }
+
+    /// <summary>What the header says about one tensor.</summary>
+    /// <param name="name">The tensor name.</param>
+    /// <returns>The tensor's dtype, shape and offsets.</returns>
+    /// <exception cref="KeyNotFoundException">The file has no tensor of this name.</exception>
+    public SafeTensorInfo GetInfo(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (!_header.Tensors.TryGetValue(name, out var info))
+        {
+            throw new KeyNotFoundException($"The safetensors file '{FilePath}' has no tensor named '{name}'.");
+        }
+        return info with { Shape = (long[])info.Shape.Clone() };
+    }
+
+    /// <summary>
+    /// Loads one tensor: a new CPU tensor that owns its memory (a copy of the file's bytes), with the stored dtype and
+    /// shape. Only this tensor's bytes are read.
+    /// </summary>
+    /// <param name="name">The tensor name.</param>
+    /// <returns>The tensor; the caller owns it.</returns>
+    /// <exception cref="KeyNotFoundException">The file has no tensor of this name.</exception>
+    /// <exception cref="NotSupportedException">TorchSharp has no scalar type for the tensor's dtype.</exception>
+    public Tensor Load(string name)
+    {
+        var info = GetInfo(name);
+        var scalarType = SafeTensorsDTypes.ToScalarType(info.DType)
+            ?? throw new NotSupportedException(
+                $"Tensor '{name}' in '{FilePath}' has dtype {info.DType}, which TorchSharp cannot represent.");
+
+        var tensor = torch.empty(info.Shape, scalarType, torch.CPU);
+        try
+        {
+            lock (_gate)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                var start = _header.DataOffset + info.Begin;
+                unsafe
+                {
+                    var source = _base + start;
+                    TensorBytes.Visit(tensor, (span, offset) =>
+                        new ReadOnlySpan<byte>(source + offset, span.Length).CopyTo(span));
+                }
+            }
+            return tensor;
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Loads every tensor (see <see cref="Load(string)"/>).</summary>
+    /// <returns>The tensors by name; the caller owns them.</returns>
+    public Dictionary<string, Tensor> LoadAll()
+    {
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
+        {
+            foreach (var name in _names)
+            {
+                result.Add(name, Load(name));
+            }
+            return result;
+        }
+        catch
+        {
+            foreach (var tensor in result.Values)
+            {
+                tensor.Dispose();
+            }
+            throw;
+        }
+    }
+
+    /// <summary>Unmaps and closes the file. Tensors already loaded stay valid.</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            unsafe
+            {
+                _base = null;
+            }
+            _view.SafeMemoryMappedViewHandle.ReleasePointer();
+            _view.Dispose();
+            _map.Dispose();
+        }
+    }
+}
