@@ -74,9 +74,15 @@ public static class TaskEvaluator
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(method);
         ArgumentNullException.ThrowIfNull(tasks);
+        var list = tasks.ToList();
+        var duplicate = list.GroupBy(t => t.Dataset?.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null)
+        {
+            throw new ArgumentException($"Task '{duplicate.Key}' appears {duplicate.Count()} times; give each dataset its own name.", nameof(tasks));
+        }
         var stopwatch = Stopwatch.StartNew();
         var scores = new List<TaskScore>();
-        foreach (var (dataset, logitsOf) in tasks)
+        foreach (var (dataset, logitsOf) in list)
         {
             var score = Evaluate(logitsOf, dataset, batchSize, cancellationToken);
             progress?.Report(score);

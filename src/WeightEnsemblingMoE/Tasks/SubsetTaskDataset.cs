@@ -6,8 +6,8 @@ internal sealed class SubsetTaskDataset : TaskDataset
     private readonly TaskDataset _parent;
     private readonly long[] _indices;
 
-    public SubsetTaskDataset(TaskDataset parent, long[] indices)
-        : base(parent.Name, parent.ClassCount)
+    public SubsetTaskDataset(TaskDataset parent, long[] indices, string name)
+        : base(name, parent.ClassCount)
     {
         _parent = parent;
         _indices = indices;

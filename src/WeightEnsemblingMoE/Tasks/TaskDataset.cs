@@ -93,8 +93,9 @@ public abstract class TaskDataset : IDisposable
     /// must outlive it; disposing the view leaves this dataset alone.
     /// </summary>
     /// <param name="indices">Example indices in [0, <see cref="Count"/>).</param>
-    /// <returns>The subset, with the same name and class count.</returns>
-    public TaskDataset Subset(IReadOnlyList<long> indices)
+    /// <param name="name">The subset's name, or <see langword="null"/> to keep this dataset's name.</param>
+    /// <returns>The subset, with this dataset's class count.</returns>
+    public TaskDataset Subset(IReadOnlyList<long> indices, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(indices);
         long count = Count;
@@ -108,7 +109,7 @@ public abstract class TaskDataset : IDisposable
             }
             array[i] = index;
         }
-        return new SubsetTaskDataset(this, array);
+        return new SubsetTaskDataset(this, array, name ?? Name);
     }
 
     /// <summary>
@@ -153,7 +154,7 @@ public abstract class TaskDataset : IDisposable
             {
                 throw new ArgumentException($"Fraction {i} ({fractions[i]}) of dataset '{Name}' with {count} examples gives an empty part.", nameof(fractions));
             }
-            parts.Add(new SubsetTaskDataset(this, permutation[(int)start..(int)end]));
+            parts.Add(new SubsetTaskDataset(this, permutation[(int)start..(int)end], Name));
             start = end;
         }
         return parts;
