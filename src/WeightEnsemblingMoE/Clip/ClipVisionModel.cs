@@ -80,12 +80,13 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
     /// full <c>CLIPModel</c> checkpoint: <c>vision_model.*</c> and <c>visual_projection.*</c> are loaded (the projection
     /// exists exactly when the checkpoint has <c>visual_projection.weight</c>); <c>text_model.*</c>,
     /// <c>text_projection.*</c>, <c>logit_scale</c> and a persisted <c>position_ids</c> are skipped. Weights of another
-    /// floating dtype are converted to float32.
+    /// floating dtype are converted to float32. The vision tensors are read into memory at once before they are copied.
     /// </summary>
     /// <param name="folder">The model folder.</param>
     /// <returns>The loaded model (float32, on the CPU); the caller owns it.</returns>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
-    /// <exception cref="FileNotFoundException">The config or the weights are missing.</exception>
+    /// <exception cref="FileNotFoundException">The config, the weights or a shard are missing.</exception>
+    /// <exception cref="SafeTensorsFormatException">A weights file or the index is corrupt.</exception>
     /// <exception cref="InvalidDataException">A tensor is missing, unexpected, of the wrong shape or not finite; the message names the tensor and the file.</exception>
     public static ClipVisionModel FromPretrained(string folder)
     {
@@ -96,11 +97,11 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
         }
 
         var config = ClipVisionConfig.FromFile(Path.Combine(folder, ConfigFileName));
-        using var checkpoint = ClipCheckpointReader.Open(folder);
+        using var checkpoint = SafeTensorsCheckpoint.Open(folder);
         var model = new ClipVisionModel(config, checkpoint.Contains("visual_projection.weight"));
         try
         {
-            model.LoadFrom(checkpoint);
+            model.LoadFrom(checkpoint, folder);
             return model;
         }
         catch
@@ -143,47 +144,36 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
         || name == "logit_scale"
         || name == "vision_model.embeddings.position_ids";
 
-    private void LoadFrom(ClipCheckpointReader checkpoint)
+    private void LoadFrom(SafeTensorsCheckpoint checkpoint, string folder)
     {
-        var parameters = state_dict();
-        var unexpected = checkpoint.Names.Where(n => !parameters.ContainsKey(n) && !IsSkipped(n)).Order(StringComparer.Ordinal).ToList();
-        if (unexpected.Count > 0)
+        string source = checkpoint.ShardPaths.Count == 1 ? checkpoint.ShardPaths[0] : Path.GetFullPath(folder);
+        using var scope = torch.NewDisposeScope();
+        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (string name in checkpoint.Names.Where(n => !IsSkipped(n)))
         {
-            throw new InvalidDataException(
-                $"The checkpoint '{checkpoint.Description}' has tensors this CLIP vision model does not: "
-                + $"{string.Join(", ", unexpected.Take(5))}{(unexpected.Count > 5 ? $" and {unexpected.Count - 5} more" : "")}. "
-                + "Does config.json match the weights?");
+            var tensor = checkpoint.Load(name);
+            tensors.Add(name, tensor);
+            if (!tensor.is_floating_point())
+            {
+                throw new InvalidDataException($"Tensor '{name}' in '{source}' has dtype {tensor.dtype}; a floating dtype is expected.");
+            }
+
+            if (!tensor.isfinite().all().item<bool>())
+            {
+                throw new InvalidDataException($"Tensor '{name}' in '{source}' has NaN or infinite values.");
+            }
         }
 
-        using var noGrad = torch.no_grad();
-        foreach (var (name, parameter) in parameters)
+        try
         {
-            if (!checkpoint.Contains(name))
-            {
-                throw new InvalidDataException($"Tensor '{name}' is missing from the checkpoint '{checkpoint.Description}'.");
-            }
-
-            using var scope = torch.NewDisposeScope();
-            var source = checkpoint.Load(name);
-            string file = checkpoint.FileOf(name);
-            if (!source.shape.SequenceEqual(parameter.shape))
-            {
-                throw new InvalidDataException(
-                    $"Tensor '{name}' in '{file}' has shape [{string.Join(", ", source.shape)}] but the model expects "
-                    + $"[{string.Join(", ", parameter.shape)}].");
-            }
-
-            if (!source.is_floating_point())
-            {
-                throw new InvalidDataException($"Tensor '{name}' in '{file}' has dtype {source.dtype}; a floating dtype is expected.");
-            }
-
-            if (!source.isfinite().all().item<bool>())
-            {
-                throw new InvalidDataException($"Tensor '{name}' in '{file}' has NaN or infinite values.");
-            }
-
-            parameter.copy_(source);
+            StateDict.LoadInto(this, tensors, strict: true);
+        }
+        catch (StateDictLoadException e)
+        {
+            throw new InvalidDataException(
+                $"The checkpoint '{source}' does not match the CLIP vision model of its config.json:{Environment.NewLine}"
+                + e.Report.DescribeProblems(),
+                e);
         }
     }
 
