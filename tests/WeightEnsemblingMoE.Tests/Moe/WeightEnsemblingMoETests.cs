@@ -127,6 +127,27 @@ public sealed class WeightEnsemblingMoETests
         Assert.That(moe.LastRoutingWeights!.shape, Is.EqualTo(new long[] { 1, Tasks }));
     }
 
+    [TestCase(TaskVectorStorageKind.Sparse)]
+    [TestCase(TaskVectorStorageKind.LowRank)]
+    public void Forward_CompressedStorage_PerSampleEqualsMergeOfEachSample(TaskVectorStorageKind kind)
+    {
+        using var scope = NewDisposeScope();
+        var options = kind == TaskVectorStorageKind.Sparse ? TaskVectorStorageOptions.Sparse(0.5) : TaskVectorStorageOptions.LowRank(2);
+        using var moe = new WeightEnsemblingMoE(
+            new TinyMlp(Hidden, Intermediate).Load(Pretrained()),
+            TaskVectorDictionary.Create(Pretrained(), Experts(), options),
+            Router.Create(2, Hidden, Tasks, 0.3, seed: 1));
+        ReferenceRouter(moe, (Router)moe.Gate);
+        var input = MoeReference.Get("input");
+        var output = moe.call(input);
+        var routing = moe.LastRoutingWeights!.clone();
+        for (int b = 0; b < 2; b++)
+        {
+            using var merged = new TinyMlp(Hidden, Intermediate).Load(moe.MergedWeights(routing[b]));
+            Assert.That(merged.call(input[b..(b + 1)]).allclose(output[b..(b + 1)], rtol: 0, atol: 1e-5), Is.True, $"sample {b}");
+        }
+    }
+
     [Test]
     public void Forward_DepthZeroRouter_EqualsStaticMerge()
     {
