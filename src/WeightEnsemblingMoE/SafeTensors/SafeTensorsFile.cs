@@ -112,6 +112,7 @@ public sealed class SafeTensorsFile : IDisposable
     /// <returns>The tensor; the caller owns it.</returns>
     /// <exception cref="KeyNotFoundException">The file has no tensor of this name.</exception>
     /// <exception cref="NotSupportedException">TorchSharp has no scalar type for the tensor's dtype.</exception>
+    /// <exception cref="SafeTensorsFormatException">A BOOL tensor holds a byte other than 0 or 1.</exception>
     public Tensor Load(string name)
     {
         var info = GetInfo(name);
@@ -131,6 +132,23 @@ public sealed class SafeTensorsFile : IDisposable
                     var source = _base + start;
                     TensorBytes.Visit(tensor, (span, offset) =>
                         new ReadOnlySpan<byte>(source + offset, span.Length).CopyTo(span));
+                }
+            }
+            if (info.DType == SafeTensorsDType.BOOL)
+            {
+                // A BOOL byte other than 0 or 1 would become a tensor whose values torch does not define.
+                var bad = -1L;
+                TensorBytes.Visit(tensor, (span, offset) =>
+                {
+                    var index = span.IndexOfAnyExcept((byte)0, (byte)1);
+                    if (index >= 0 && bad < 0)
+                    {
+                        bad = offset + index;
+                    }
+                });
+                if (bad >= 0)
+                {
+                    throw new SafeTensorsFormatException(FilePath, name, $"BOOL element {bad} is neither 0 nor 1.");
                 }
             }
             return tensor;

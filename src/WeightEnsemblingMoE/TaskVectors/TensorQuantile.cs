@@ -36,6 +36,7 @@ internal static class TensorQuantile
         }
 
         var high = flat.kthvalue(above + 1, 0).values;
-        return low.lerp(high, weight).MoveToOuterDisposeScope();
+        // A double weight would promote the 0-d float32 operands to float64 (TorchSharp wraps it as a 0-d tensor): pass it in their dtype.
+        return low.lerp(high, tensor(weight, low.dtype, low.device)).MoveToOuterDisposeScope();
     }
 }

@@ -112,19 +112,40 @@ public sealed class WeightEnsemblingMoETests
     public void Forward_PerSampleBatch_EqualsOneSampleAtATime()
     {
         using var scope = NewDisposeScope();
+        using var generator = new Generator(2024);
         var router = Router.Create(1, Hidden, Tasks, 0.3, seed: 5);
         using var moe = Build(router);
         using (no_grad())
         {
-            moe.state_dict()["gate.fc.weight"].normal_(0, 1.0);
+            moe.state_dict()["gate.fc.weight"].normal_(0, 0.5, generator);
         }
 
-        var input = randn(4, 3, Hidden) * 2;
+        var input = randn(4, 3, Hidden, generator: generator);
         var batched = moe.call(input);
         var single = cat(Enumerable.Range(0, 4).Select(b => moe.call(input[b..(b + 1)])).ToArray(), 0);
-        var routing = moe.LastRoutingWeights!;
-        Assert.That(batched.allclose(single, rtol: 0, atol: 1e-5), Is.True);
-        Assert.That(routing.shape, Is.EqualTo(new long[] { 1, Tasks }));
+        Assert.That((batched - single).abs().max().item<float>(), Is.LessThan(1e-5f));
+        Assert.That(moe.LastRoutingWeights!.shape, Is.EqualTo(new long[] { 1, Tasks }));
+    }
+
+    [TestCase(TaskVectorStorageKind.Sparse)]
+    [TestCase(TaskVectorStorageKind.LowRank)]
+    public void Forward_CompressedStorage_PerSampleEqualsMergeOfEachSample(TaskVectorStorageKind kind)
+    {
+        using var scope = NewDisposeScope();
+        var options = kind == TaskVectorStorageKind.Sparse ? TaskVectorStorageOptions.Sparse(0.5) : TaskVectorStorageOptions.LowRank(2);
+        using var moe = new WeightEnsemblingMoE(
+            new TinyMlp(Hidden, Intermediate).Load(Pretrained()),
+            TaskVectorDictionary.Create(Pretrained(), Experts(), options),
+            Router.Create(2, Hidden, Tasks, 0.3, seed: 1));
+        ReferenceRouter(moe, (Router)moe.Gate);
+        var input = MoeReference.Get("input");
+        var output = moe.call(input);
+        var routing = moe.LastRoutingWeights!.clone();
+        for (int b = 0; b < 2; b++)
+        {
+            using var merged = new TinyMlp(Hidden, Intermediate).Load(moe.MergedWeights(routing[b]));
+            Assert.That(merged.call(input[b..(b + 1)]).allclose(output[b..(b + 1)], rtol: 0, atol: 1e-5), Is.True, $"sample {b}");
+        }
     }
 
     [Test]

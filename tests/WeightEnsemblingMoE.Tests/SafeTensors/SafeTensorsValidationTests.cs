@@ -212,6 +212,43 @@ public sealed class SafeTensorsValidationTests
     }
 
     [Test]
+    public void Load_BoolByteNotZeroOrOne_ThrowsNamingTensor()
+    {
+        var path = _folder.File("bad.safetensors");
+        var header = Encoding.UTF8.GetBytes("{\"flags\":{\"dtype\":\"BOOL\",\"shape\":[3],\"data_offsets\":[0,3]}}");
+        using (var stream = File.Create(path))
+        {
+            stream.Write(BitConverter.GetBytes((ulong)header.Length));
+            stream.Write(header);
+            stream.Write([1, 0, 2]);
+        }
+
+        using var file = SafeTensorsFile.Open(path);
+        var ex = Assert.Throws<SafeTensorsFormatException>(() => file.Load("flags").Dispose())!;
+        Assert.That(ex.TensorName, Is.EqualTo("flags"));
+        Assert.That(ex.Message, Does.Contain("BOOL element 2"));
+    }
+
+    [Test]
+    public void Load_DTypeWithoutTorchSharpType_ThrowsNotSupportedButInfoWorks()
+    {
+        var path = Craft("{\"u\":{\"dtype\":\"U16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4);
+        using var file = SafeTensorsFile.Open(path);
+        Assert.That(file.GetInfo("u").DType, Is.EqualTo(SafeTensorsDType.U16));
+        var ex = Assert.Throws<NotSupportedException>(() => file.Load("u").Dispose())!;
+        Assert.That(ex.Message, Does.Contain("'u'"));
+    }
+
+    [Test]
+    public void Save_ReservedMetadataName_Throws()
+    {
+        using var a = TorchSharp.torch.ones(1);
+        var ex = Assert.Throws<ArgumentException>(() => SafeTensorsWriter.Save(_folder.File("r.safetensors"),
+            new Dictionary<string, TorchSharp.torch.Tensor> { ["__metadata__"] = a }))!;
+        Assert.That(ex.Message, Does.Contain("__metadata__"));
+    }
+
+    [Test]
     public void Open_MissingFile_ThrowsFileNotFound()
     {
         Assert.Throws<FileNotFoundException>(() => SafeTensorsFile.Open(_folder.File("none.safetensors")).Dispose());
