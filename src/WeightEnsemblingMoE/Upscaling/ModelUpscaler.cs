@@ -1,0 +1,392 @@
+using TorchSharp;
+using WeightEnsembling.Clip;
+using WeightEnsembling.Moe;
+using WeightEnsembling.SafeTensors;
+using WeightEnsembling.TaskVectors;
+using static TorchSharp.torch;
+
+namespace WeightEnsembling.Upscaling;
+
+/// <summary>
+/// Builds a WEMoE model from one pre-trained CLIP vision model and T fine-tuned copies: every selected MLP (and/or
+/// attention block) becomes a <see cref="Moe.WeightEnsemblingMoE"/> over the experts' task vectors, and every other
+/// parameter is merged by task arithmetic, θ_0 + λ Σ_t τ_t.
+/// </summary>
+/// <remarks>
+/// The inputs are never modified. Experts given as folders are read one tensor at a time from their safetensors files:
+/// the upscaler keeps only what the result needs (merged base, task vectors of the upscaled modules, routers), so eight
+/// ViT-B/32 experts upcycle in a few gigabytes. Nothing is half-built on failure: the partial result is disposed and the
+/// exception names the model and the tensor at fault.
+/// </remarks>
+/// <example>
+/// <code>
+/// using var upscaled = ModelUpscaler.For(pretrained).WithExperts(svhn, mnist, gtsrb)
+///     .WithRouterDepth(2).WithInitLambda(0.3).Build();
+/// </code>
+/// </example>
+public sealed class ModelUpscaler
+{
+    private readonly ClipVisionModel? pretrainedModel;
+    private readonly string? pretrainedFolder;
+    private readonly List<object> experts = [];
+    private ModelUpscalerOptions options = new();
+
+    private ModelUpscaler(ClipVisionModel? model, string? folder)
+    {
+        pretrainedModel = model;
+        pretrainedFolder = folder;
+    }
+
+    /// <summary>Starts an upscaler for a pre-trained model in memory (not modified, not disposed).</summary>
+    /// <param name="pretrained">The pre-trained model θ_0.</param>
+    /// <returns>The upscaler.</returns>
+    public static ModelUpscaler For(ClipVisionModel pretrained)
+    {
+        ArgumentNullException.ThrowIfNull(pretrained);
+        return new ModelUpscaler(pretrained, null);
+    }
+
+    /// <summary>Starts an upscaler for a pre-trained model in a Hugging Face folder (config.json + safetensors).</summary>
+    /// <param name="folder">The model folder.</param>
+    /// <returns>The upscaler.</returns>
+    public static ModelUpscaler ForFolder(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        return new ModelUpscaler(null, folder);
+    }
+
+    /// <summary>Adds fine-tuned experts held in memory (not modified, not disposed).</summary>
+    /// <param name="finetuned">The experts, in task order.</param>
+    /// <returns>This upscaler.</returns>
+    public ModelUpscaler WithExperts(params IEnumerable<ClipVisionModel> finetuned)
+    {
+        ArgumentNullException.ThrowIfNull(finetuned);
+        foreach (var expert in finetuned)
+        {
+            experts.Add(expert ?? throw new ArgumentException("An expert model is null.", nameof(finetuned)));
+        }
+
+        return this;
+    }
+
+    /// <summary>Adds fine-tuned experts stored as Hugging Face folders; each is read lazily, one tensor at a time.</summary>
+    /// <param name="folders">The expert folders, in task order.</param>
+    /// <returns>This upscaler.</returns>
+    public ModelUpscaler WithExpertFolders(params IEnumerable<string> folders)
+    {
+        ArgumentNullException.ThrowIfNull(folders);
+        foreach (var folder in folders)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(folder, nameof(folders));
+            experts.Add(folder);
+        }
+
+        return this;
+    }
+
+    /// <summary>Replaces every option at once (the options are copied).</summary>
+    /// <param name="upscalerOptions">The options.</param>
+    /// <returns>This upscaler.</returns>
+    public ModelUpscaler WithOptions(ModelUpscalerOptions upscalerOptions)
+    {
+        ArgumentNullException.ThrowIfNull(upscalerOptions);
+        options = upscalerOptions.Clone();
+        return this;
+    }
+
+    /// <summary>Sets <see cref="ModelUpscalerOptions.RouterDepth"/>.</summary>
+    /// <param name="depth">0, 1 or 2.</param>
+    /// <returns>This upscaler.</returns>
+    public ModelUpscaler WithRouterDepth(int depth)
+    {
+        options.RouterDepth = depth;
+        return this;
+    }
+
+    /// <summary>Sets <see cref="ModelUpscalerOptions.InitLambda"/>.</summary>
+    /// <param name="lambda">The initial routing weight and task-arithmetic scaling factor.</param>
+    /// <returns>This upscaler.</returns>
+    public ModelUpscaler WithInitLambda(double lambda)
+    {
+        options.InitLambda = lambda;
+        return this;
+    }
+
+    /// <summary>Shares one router among all upscaled modules (E-WEMoE), optionally with a layer-position encoding.</summary>
+    /// <param name="positionEncoding">Whether the router reads an 8-dimensional encoding of the layer index.</param>
+    /// <returns>This upscaler.</returns>
+    public ModelUpscaler WithSharedRouter(bool positionEncoding = false)
+    {
+        options.SharedRouter = true;
+        options.PositionEncoding = positionEncoding;
+        return this;
+    }
+
+    /// <summary>Sets how task vectors are stored (<see cref="TaskVectorStorageOptions.Dense"/>, <c>Sparse(p)</c>, <c>LowRank(k)</c>).</summary>
+    /// <param name="storage">The storage options.</param>
+    /// <returns>This upscaler.</returns>
+    public ModelUpscaler WithTaskVectorStorage(TaskVectorStorageOptions storage)
+    {
+        ArgumentNullException.ThrowIfNull(storage);
+        options.TaskVectorStorage = storage;
+        return this;
+    }
+
+    /// <summary>Upscales only the given encoder layers (0-based).</summary>
+    /// <param name="layers">The layer indices.</param>
+    /// <returns>This upscaler.</returns>
+    public ModelUpscaler WithLayers(params IEnumerable<int> layers)
+    {
+        ArgumentNullException.ThrowIfNull(layers);
+        options.Layers = layers.ToArray();
+        return this;
+    }
+
+    /// <summary>Chooses which modules of each layer are upscaled.</summary>
+    /// <param name="targets">MLP (the default), attention, or both.</param>
+    /// <returns>This upscaler.</returns>
+    public ModelUpscaler WithTargets(UpscaleTargets targets)
+    {
+        options.Targets = targets;
+        return this;
+    }
+
+    /// <summary>Sets the seed of the routers' initialisation.</summary>
+    /// <param name="seed">The seed.</param>
+    /// <returns>This upscaler.</returns>
+    public ModelUpscaler WithSeed(long seed)
+    {
+        options.Seed = seed;
+        return this;
+    }
+
+    /// <summary>Builds the upscaled model.</summary>
+    /// <returns>The upscaled model; the caller owns and disposes it.</returns>
+    /// <exception cref="ArgumentException">No experts, a bad option, or a layer index out of range.</exception>
+    /// <exception cref="InvalidDataException">An expert differs from the pre-trained model in architecture, key set or shape, or a weight is NaN/Inf; the message names the model and the tensor.</exception>
+    public UpscaledModel Build()
+    {
+        options.Validate();
+        if (experts.Count == 0)
+        {
+            throw new ArgumentException("At least one fine-tuned expert is needed: call WithExperts or WithExpertFolders.");
+        }
+
+        var sources = new List<ModelSource>();
+        try
+        {
+            var pretrained = pretrainedModel is not null
+                ? ModelSource.FromModel(pretrainedModel, "the pre-trained model")
+                : ModelSource.FromFolder(pretrainedFolder!, "the pre-trained model");
+            sources.Add(pretrained);
+            for (int t = 0; t < experts.Count; t++)
+            {
+                sources.Add(experts[t] is ClipVisionModel model
+                    ? ModelSource.FromModel(model, $"expert {t}")
+                    : ModelSource.FromFolder((string)experts[t], $"expert {t}"));
+            }
+
+            return Build(pretrained, sources.Skip(1).ToList());
+        }
+        finally
+        {
+            foreach (var source in sources)
+            {
+                source.Dispose();
+            }
+        }
+    }
+
+    private UpscaledModel Build(ModelSource pretrained, IReadOnlyList<ModelSource> expertSources)
+    {
+        var config = pretrained.Config;
+        int layerCount = config.NumHiddenLayers;
+        int[] layers = options.Layers?.ToArray() ?? Enumerable.Range(0, layerCount).ToArray();
+        var badLayer = layers.FirstOrDefault(l => l >= layerCount, -1);
+        if (badLayer >= 0)
+        {
+            throw new ArgumentException($"Layer {badLayer} does not exist: the model has {layerCount} encoder layers.", nameof(ModelUpscalerOptions.Layers));
+        }
+
+        Array.Sort(layers);
+        var result = new ClipVisionModel(config, pretrained.HasProjection);
+        Router? sharedRouter = null;
+        var upscaled = new List<UpscaledModule>();
+        try
+        {
+            var keys = result.state_dict().Keys.ToArray();
+            CheckExperts(pretrained, expertSources, keys);
+
+            var prefixes = layers.SelectMany(l => ModulePaths(l)).ToArray();
+            bool IsUpscaled(string key) => prefixes.Any(p => key.StartsWith(p + ".", StringComparison.Ordinal));
+            LoadBaseWeights(result, pretrained, expertSources, keys, IsUpscaled);
+
+            using var generator = new Generator(unchecked((ulong)options.Seed));
+            int hidden = config.HiddenSize;
+            if (options.SharedRouter)
+            {
+                int inputDimension = hidden + (options.PositionEncoding ? Router.PositionEncodingDimension : 0);
+                sharedRouter = Router.Create(options.RouterDepth, inputDimension, expertSources.Count, options.InitLambda, generator);
+            }
+
+            foreach (int layer in layers)
+            {
+                var encoderLayer = result.Layers[layer];
+                foreach (var (target, path) in ModuleTargets(layer))
+                {
+                    var baseModule = target == UpscaleTargets.Mlp ? encoderLayer.Mlp : encoderLayer.SelfAttention;
+                    var taskVectors = BuildTaskVectors(pretrained, expertSources, path, baseModule);
+                    var gate = sharedRouter ?? Router.Create(options.RouterDepth, hidden, expertSources.Count, options.InitLambda, generator);
+                    var moe = new Moe.WeightEnsemblingMoE(
+                        baseModule,
+                        taskVectors,
+                        gate,
+                        ownsGate: sharedRouter is null,
+                        layerIndex: options.PositionEncoding ? layer : null);
+                    if (target == UpscaleTargets.Mlp)
+                    {
+                        encoderLayer.Mlp = moe;
+                    }
+                    else
+                    {
+                        encoderLayer.SelfAttention = moe;
+                    }
+
+                    upscaled.Add(new UpscaledModule(path, layer, target, moe));
+                }
+            }
+
+            return new UpscaledModel(result, upscaled, sharedRouter, options.Clone());
+        }
+        catch
+        {
+            result.Dispose();
+            sharedRouter?.Dispose();
+            throw;
+        }
+    }
+
+    private IEnumerable<(UpscaleTargets Target, string Path)> ModuleTargets(int layer)
+    {
+        if (options.Targets.HasFlag(UpscaleTargets.Attention))
+        {
+            yield return (UpscaleTargets.Attention, $"vision_model.encoder.layers.{layer}.self_attn");
+        }
+
+        if (options.Targets.HasFlag(UpscaleTargets.Mlp))
+        {
+            yield return (UpscaleTargets.Mlp, $"vision_model.encoder.layers.{layer}.mlp");
+        }
+    }
+
+    private IEnumerable<string> ModulePaths(int layer) => ModuleTargets(layer).Select(t => t.Path);
+
+    private static void CheckExperts(ModelSource pretrained, IReadOnlyList<ModelSource> experts, IReadOnlyList<string> keys)
+    {
+        foreach (var key in keys)
+        {
+            if (!pretrained.Contains(key))
+            {
+                throw new InvalidDataException($"{pretrained.Description} lacks tensor '{key}'.");
+            }
+        }
+
+        foreach (var expert in experts)
+        {
+            if (expert.HasProjection != pretrained.HasProjection)
+            {
+                throw new InvalidDataException(
+                    $"{expert.Description} {(expert.HasProjection ? "has" : "lacks")} a visual projection; {pretrained.Description} {(pretrained.HasProjection ? "has" : "lacks")} one.");
+            }
+
+            foreach (var key in keys)
+            {
+                if (!expert.Contains(key))
+                {
+                    throw new InvalidDataException($"{expert.Description} lacks tensor '{key}', which {pretrained.Description} has.");
+                }
+
+                var expected = pretrained.ShapeOf(key);
+                var actual = expert.ShapeOf(key);
+                if (!expected.SequenceEqual(actual))
+                {
+                    throw new InvalidDataException(
+                        $"{expert.Description}: tensor '{key}' has shape [{string.Join(", ", actual)}]; {pretrained.Description} has [{string.Join(", ", expected)}].");
+                }
+            }
+
+            if (expert.Config != pretrained.Config)
+            {
+                throw new InvalidDataException($"{expert.Description} has another architecture than {pretrained.Description}: {expert.Config} vs {pretrained.Config}.");
+            }
+        }
+    }
+
+    // Upscaled modules keep θ_0 as their base; every other tensor becomes θ_0 + λ Σ_t (θ_t − θ_0). One tensor at a time.
+    private void LoadBaseWeights(ClipVisionModel result, ModelSource pretrained, IReadOnlyList<ModelSource> experts, IReadOnlyList<string> keys, Func<string, bool> isUpscaled)
+    {
+        var targets = result.state_dict();
+        using var noGrad = no_grad();
+        foreach (var key in keys)
+        {
+            using var scope = NewDisposeScope();
+            var theta0 = pretrained.Load(key);
+            if (isUpscaled(key))
+            {
+                targets[key].copy_(theta0);
+                continue;
+            }
+
+            var sum = zeros_like(theta0);
+            foreach (var expert in experts)
+            {
+                using var inner = NewDisposeScope();
+                sum.add_(expert.Load(key) - theta0);
+            }
+
+            targets[key].copy_(theta0 + sum * options.InitLambda);
+        }
+    }
+
+    private TaskVectorDictionary BuildTaskVectors(ModelSource pretrained, IReadOnlyList<ModelSource> experts, string path, nn.Module baseModule)
+    {
+        var localNames = baseModule.named_parameters().Select(p => p.name).ToArray();
+        var theta0 = localNames.ToDictionary(n => n, n => pretrained.Load($"{path}.{n}"), StringComparer.Ordinal);
+        try
+        {
+            return TaskVectorDictionary.Create(theta0, ExpertTensors(experts, path, localNames), options.TaskVectorStorage);
+        }
+        finally
+        {
+            foreach (var tensor in theta0.Values)
+            {
+                tensor.Dispose();
+            }
+        }
+    }
+
+    // One expert's tensors of one module at a time, released before the next expert is read.
+    private static IEnumerable<IReadOnlyDictionary<string, Tensor>> ExpertTensors(IReadOnlyList<ModelSource> experts, string path, IReadOnlyList<string> localNames)
+    {
+        foreach (var expert in experts)
+        {
+            var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+            try
+            {
+                foreach (var name in localNames)
+                {
+                    tensors[name] = expert.Load($"{path}.{name}");
+                }
+
+                yield return tensors;
+            }
+            finally
+            {
+                foreach (var tensor in tensors.Values)
+                {
+                    tensor.Dispose();
+                }
+            }
+        }
+    }
+}
