@@ -98,7 +98,7 @@ public static class StateDictMerging
         foreach (var name in names)
         {
             using var scope = NewDisposeScope();
-            electedSignSum += Trimmed(pretrained, finetuned, thresholds, name).sum(0).sign().sum().item<double>();
+            electedSignSum += Trimmed(pretrained, finetuned, thresholds, name).sum(0L).sign().sum().to(ScalarType.Float64).item<double>();
         }
 
         double majority = Math.Sign(electedSignSum);
@@ -108,14 +108,14 @@ public static class StateDictMerging
         {
             var theta0 = pretrained[name].to(ScalarType.Float64);
             var trimmed = Trimmed(pretrained, finetuned, thresholds, name);
-            var sign = trimmed.sum(0).sign();
+            var sign = trimmed.sum(0L).sign();
             sign = sign.masked_fill(sign.eq(0), majority);
             var agrees = where(sign.unsqueeze(0).gt(0), trimmed.gt(0), trimmed.lt(0));
-            var selected = trimmed * agrees;
-            var merged = selected.sum(0);
+            var selected = where(agrees, trimmed, zeros_like(trimmed));
+            var merged = selected.sum(0L);
             if (options.DisjointMerge == TiesDisjointMerge.Mean)
             {
-                merged = merged / selected.ne(0).sum(0).clamp_min(1);
+                merged = merged / selected.ne(0).sum(0L).clamp_min(1);
             }
 
             return theta0 + (options.ScalingFactor * merged);
@@ -130,7 +130,7 @@ public static class StateDictMerging
         return stack(finetuned.Select((model, t) =>
         {
             var tau = model[name].to(ScalarType.Float64) - theta0;
-            return tau * tau.abs().ge(thresholds[t]);
+            return where(tau.abs().ge(thresholds[t]), tau, zeros_like(tau));
         }).ToArray());
     }
 
