@@ -256,6 +256,20 @@ public sealed class ModelUpscaler
                 }
             }
 
+            // Only the routers train: everything else (merged by task arithmetic, or frozen θ_0 and task vectors) is fixed.
+            foreach (var parameter in result.parameters())
+            {
+                parameter.requires_grad = false;
+            }
+
+            foreach (var module in upscaled)
+            {
+                foreach (var parameter in module.Module.Gate.parameters())
+                {
+                    parameter.requires_grad = true;
+                }
+            }
+
             return new UpscaledModel(result, upscaled, sharedRouter, options.Clone());
         }
         catch

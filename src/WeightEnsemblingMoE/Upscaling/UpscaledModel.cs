@@ -168,16 +168,19 @@ public sealed class UpscaledModel : IDisposable
                 $"The routers have {Options.RouterDepth} layer(s), so routing depends on the input; pass the routing vector to merge at.");
         }
 
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        var routings = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var module in Modules)
+        // No dispose scope here: the new model's parameters must outlive this call.
+        var routings = Modules.ToDictionary(m => m.Path, m => m.Module.Gate.parameters().Single().detach(), StringComparer.Ordinal);
+        try
         {
-            var parameter = module.Module.Gate.parameters().Single();
-            routings[module.Path] = parameter.detach().clone();
+            return MergeAndUnload(routings);
         }
-
-        return MergeAndUnload(routings);
+        finally
+        {
+            foreach (var routing in routings.Values)
+            {
+                routing.Dispose();
+            }
+        }
     }
 
     /// <summary>Merges each module at its own routing vector (by module path) and returns a plain CLIP vision model.</summary>
