@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using WeightEnsembling.Clip;
+using WeightEnsembling.Merging;
 using WeightEnsembling.Models;
 using WeightEnsembling.Moe;
 using WeightEnsembling.SafeTensors;
@@ -191,12 +192,12 @@ public sealed class UpscaledModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(routings);
         ObjectDisposedException.ThrowIf(disposed, this);
-        var result = new ClipVisionModel(Model.Config, Model.HasProjection);
+        // No dispose scope: the new model's parameters must outlive this call. Merged tensors are disposed by hand.
+        using var noGrad = no_grad();
+        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var owned = new List<Tensor>();
         try
         {
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
             foreach (var (key, tensor) in Model.state_dict())
             {
                 if (!Modules.Any(m => key.StartsWith(m.Path + ".", StringComparison.Ordinal)))
@@ -213,19 +214,22 @@ public sealed class UpscaledModel : IDisposable
                 }
 
                 var device = module.Module.BaseModel.parameters().First().device;
-                foreach (var (name, tensor) in module.Module.MergedWeights(routing.detach().to(ScalarType.Float32, device)))
+                using var vector = routing.detach().to(ScalarType.Float32, device);
+                foreach (var (name, tensor) in module.Module.MergedWeights(vector))
                 {
+                    owned.Add(tensor);
                     weights[$"{module.Path}.{name}"] = tensor;
                 }
             }
 
-            StateDict.LoadInto(result, weights, strict: true);
-            return result;
+            return ModelMerging.WithWeights(Model, weights);
         }
-        catch
+        finally
         {
-            result.Dispose();
-            throw;
+            foreach (var tensor in owned)
+            {
+                tensor.Dispose();
+            }
         }
     }
 

@@ -1,0 +1,101 @@
+using WeightEnsembling.Clip;
+using WeightEnsembling.SafeTensors;
+using static TorchSharp.torch;
+
+namespace WeightEnsembling.Merging;
+
+/// <summary>
+/// The static merging baselines on CLIP vision models: each takes models, merges their state dicts with
+/// <see cref="StateDictMerging"/> and returns a new plain <see cref="ClipVisionModel"/>. Inputs are not modified.
+/// </summary>
+public static class ModelMerging
+{
+    /// <summary>Simple averaging: θ = (1/T) Σ_t θ_t.</summary>
+    /// <param name="models">The fine-tuned models (same architecture).</param>
+    /// <returns>A new plain model the caller owns.</returns>
+    public static ClipVisionModel SimpleAverage(IReadOnlyList<ClipVisionModel> models)
+    {
+        ArgumentNullException.ThrowIfNull(models);
+        if (models.Count == 0)
+        {
+            throw new ArgumentException("At least one model is needed.", nameof(models));
+        }
+
+        return Build(models[0], () => StateDictMerging.SimpleAverage(StateDicts(models)));
+    }
+
+    /// <summary>Task arithmetic: θ = θ_0 + λ Σ_t (θ_t − θ_0).</summary>
+    /// <param name="pretrained">The pre-trained model θ_0.</param>
+    /// <param name="finetuned">The fine-tuned models θ_t.</param>
+    /// <param name="scalingFactor">λ. The default value is 0.3.</param>
+    /// <returns>A new plain model the caller owns.</returns>
+    public static ClipVisionModel TaskArithmetic(ClipVisionModel pretrained, IReadOnlyList<ClipVisionModel> finetuned, double scalingFactor = 0.3)
+    {
+        ArgumentNullException.ThrowIfNull(pretrained);
+        ArgumentNullException.ThrowIfNull(finetuned);
+        return Build(pretrained, () => StateDictMerging.TaskArithmetic(pretrained.state_dict(), StateDicts(finetuned), scalingFactor));
+    }
+
+    /// <summary>TIES-merging (Yadav et al., 2023): trim, elect sign, disjoint merge; θ = θ_0 + λ·merged.</summary>
+    /// <param name="pretrained">The pre-trained model θ_0.</param>
+    /// <param name="finetuned">The fine-tuned models θ_t.</param>
+    /// <param name="options">The TIES options; <see langword="null"/> for the defaults.</param>
+    /// <returns>A new plain model the caller owns.</returns>
+    public static ClipVisionModel Ties(ClipVisionModel pretrained, IReadOnlyList<ClipVisionModel> finetuned, TiesMergingOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(pretrained);
+        ArgumentNullException.ThrowIfNull(finetuned);
+        return Build(pretrained, () => StateDictMerging.Ties(pretrained.state_dict(), StateDicts(finetuned), options ?? new TiesMergingOptions()));
+    }
+
+    /// <summary>A new plain model with the architecture of <paramref name="template"/> holding <paramref name="weights"/>.</summary>
+    /// <param name="template">The model whose configuration (and projection) the result takes.</param>
+    /// <param name="weights">Every state-dict tensor of the model; checked strictly.</param>
+    /// <returns>A new plain model the caller owns.</returns>
+    public static ClipVisionModel WithWeights(ClipVisionModel template, IReadOnlyDictionary<string, Tensor> weights)
+    {
+        ArgumentNullException.ThrowIfNull(template);
+        ArgumentNullException.ThrowIfNull(weights);
+        var model = new ClipVisionModel(template.Config, template.HasProjection);
+        try
+        {
+            StateDict.LoadInto(model, weights, strict: true);
+            model.eval();
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    private static IReadOnlyList<IReadOnlyDictionary<string, Tensor>> StateDicts(IReadOnlyList<ClipVisionModel> models)
+    {
+        for (int i = 0; i < models.Count; i++)
+        {
+            if (models[i] is null)
+            {
+                throw new ArgumentException($"Model {i} is null.", nameof(models));
+            }
+        }
+
+        return models.Select(m => (IReadOnlyDictionary<string, Tensor>)m.state_dict()).ToList();
+    }
+
+    private static ClipVisionModel Build(ClipVisionModel template, Func<Dictionary<string, Tensor>> merge)
+    {
+        var weights = merge();
+        try
+        {
+            return WithWeights(template, weights);
+        }
+        finally
+        {
+            foreach (var tensor in weights.Values)
+            {
+                tensor.Dispose();
+            }
+        }
+    }
+}
