@@ -172,29 +172,15 @@ public sealed class ModelUpscaler
             throw new ArgumentException("At least one fine-tuned expert is needed: call WithExperts or WithExpertFolders.");
         }
 
-        var sources = new List<ModelSource>();
-        try
-        {
-            var pretrained = pretrainedModel is not null
-                ? ModelSource.FromModel(pretrainedModel, "the pre-trained model")
-                : ModelSource.FromFolder(pretrainedFolder!, "the pre-trained model");
-            sources.Add(pretrained);
-            for (int t = 0; t < experts.Count; t++)
-            {
-                sources.Add(experts[t] is ClipVisionModel model
-                    ? ModelSource.FromModel(model, $"expert {t}")
-                    : ModelSource.FromFolder((string)experts[t], $"expert {t}"));
-            }
-
-            return Build(pretrained, sources.Skip(1).ToList());
-        }
-        finally
-        {
-            foreach (var source in sources)
-            {
-                source.Dispose();
-            }
-        }
+        var pretrained = pretrainedModel is not null
+            ? ModelSource.FromModel(pretrainedModel, "the pre-trained model")
+            : ModelSource.FromFolder(pretrainedFolder!, "the pre-trained model");
+        var sources = experts
+            .Select((expert, t) => expert is ClipVisionModel model
+                ? ModelSource.FromModel(model, $"expert {t}")
+                : ModelSource.FromFolder((string)expert, $"expert {t}"))
+            .ToList();
+        return Build(pretrained, sources);
     }
 
     private UpscaledModel Build(ModelSource pretrained, IReadOnlyList<ModelSource> expertSources)
@@ -336,36 +322,60 @@ public sealed class ModelUpscaler
         }
     }
 
-    // Upscaled modules keep θ_0 as their base; every other tensor becomes θ_0 + λ Σ_t (θ_t − θ_0). One tensor at a time.
+    // Upscaled modules keep θ_0 as their base; every other tensor becomes θ_0 + λ Σ_t (θ_t − θ_0). Expert by expert, so
+    // that each expert's files are mapped once and released before the next expert is read.
     private void LoadBaseWeights(ClipVisionModel result, ModelSource pretrained, IReadOnlyList<ModelSource> experts, IReadOnlyList<string> keys, Func<string, bool> isUpscaled)
     {
         var targets = result.state_dict();
+        var merged = keys.Where(k => !isUpscaled(k)).ToArray();
         using var noGrad = no_grad();
-        foreach (var key in keys)
+        using (var session = pretrained.Open())
         {
-            using var scope = NewDisposeScope();
-            var theta0 = pretrained.Load(key);
-            if (isUpscaled(key))
+            foreach (var key in keys)
             {
+                using var theta0 = session.Load(key);
                 targets[key].copy_(theta0);
-                continue;
             }
+        }
 
-            var sum = zeros_like(theta0);
+        // targets holds θ_0; accumulate Σ_t (θ_t − θ_0) in sums, then θ_0 + λ Σ_t τ_t.
+        var sums = merged.ToDictionary(k => k, k => zeros_like(targets[k]), StringComparer.Ordinal);
+        try
+        {
             foreach (var expert in experts)
             {
-                using var inner = NewDisposeScope();
-                sum.add_(expert.Load(key) - theta0);
+                using var session = expert.Open();
+                foreach (var key in merged)
+                {
+                    using var theta = session.Load(key);
+                    using var taskVector = theta - targets[key];
+                    sums[key].add_(taskVector);
+                }
             }
 
-            targets[key].copy_(theta0 + sum * options.InitLambda);
+            foreach (var key in merged)
+            {
+                targets[key].add_(sums[key], alpha: options.InitLambda);
+            }
+        }
+        finally
+        {
+            foreach (var sum in sums.Values)
+            {
+                sum.Dispose();
+            }
         }
     }
 
     private TaskVectorDictionary BuildTaskVectors(ModelSource pretrained, IReadOnlyList<ModelSource> experts, string path, nn.Module baseModule)
     {
         var localNames = baseModule.named_parameters().Select(p => p.name).ToArray();
-        var theta0 = localNames.ToDictionary(n => n, n => pretrained.Load($"{path}.{n}"), StringComparer.Ordinal);
+        Dictionary<string, Tensor> theta0;
+        using (var session = pretrained.Open())
+        {
+            theta0 = localNames.ToDictionary(n => n, n => session.Load($"{path}.{n}"), StringComparer.Ordinal);
+        }
+
         try
         {
             return TaskVectorDictionary.Create(theta0, ExpertTensors(experts, path, localNames), options.TaskVectorStorage);
@@ -387,9 +397,12 @@ public sealed class ModelUpscaler
             var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
             try
             {
-                foreach (var name in localNames)
+                using (var session = expert.Open())
                 {
-                    tensors[name] = expert.Load($"{path}.{name}");
+                    foreach (var name in localNames)
+                    {
+                        tensors[name] = session.Load($"{path}.{name}");
+                    }
                 }
 
                 yield return tensors;
