@@ -263,6 +263,6 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
         var shape = new long[vectors.dim()];
         Array.Fill(shape, 1L);
         shape[0] = TaskCount;
-        return pretrained[name] + (row.view(shape) * vectors).sum(0);
+        return pretrained[name] + (row.view(shape) * vectors).sum(dim: 0);
     }
 }
