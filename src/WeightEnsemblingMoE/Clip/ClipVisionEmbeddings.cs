@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using WeightEnsembling.Models;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Clip;
@@ -23,10 +24,11 @@ public sealed class ClipVisionEmbeddings : nn.Module<Tensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(config);
         Config = config.Validate();
-        class_embedding = nn.Parameter(torch.randn(config.HiddenSize));
-        patch_embedding = nn.Conv2d(
-            config.NumChannels, config.HiddenSize, kernel_size: config.PatchSize, stride: config.PatchSize, bias: false);
-        position_embedding = nn.Embedding(config.NumPositions, config.HiddenSize);
+        // A model may be built inside a caller's dispose scope: its parameters must not die with it.
+        (class_embedding, patch_embedding, position_embedding) = DisposeScopes.Escaping(() => (
+            nn.Parameter(torch.randn(config.HiddenSize)),
+            nn.Conv2d(config.NumChannels, config.HiddenSize, kernel_size: config.PatchSize, stride: config.PatchSize, bias: false),
+            nn.Embedding(config.NumPositions, config.HiddenSize)));
         RegisterComponents();
     }
 

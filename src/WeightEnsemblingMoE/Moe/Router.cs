@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using WeightEnsembling.Models;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Moe;
@@ -40,7 +41,8 @@ public sealed class Router : nn.Module<Tensor, Tensor>, IRouter
             switch (depth)
             {
                 case 0:
-                    weight = new Parameter(torch.full(taskCount, initLambda, dtype: ScalarType.Float32));
+                    // Built inside a caller's dispose scope, the parameter must outlive it.
+                    weight = DisposeScopes.Escaping(() => new Parameter(torch.full(taskCount, initLambda, dtype: ScalarType.Float32)));
                     break;
                 case 1:
                     fc = nn.Linear(inputDimension, taskCount, hasBias: true);
