@@ -8,5 +8,10 @@ if (args.Length > 0 && args[0] == "upcycle-memory")
     return UpcycleMemoryHarness.Run(args[1..]);
 }
 
+if (args.Length > 0 && args[0] == "adaptation-memory")
+{
+    return AdaptationMemoryHarness.Run(args[1..]);
+}
+
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;
