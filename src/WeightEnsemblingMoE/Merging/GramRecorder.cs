@@ -1,0 +1,40 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using WeightEnsembling.Moe;
+using static TorchSharp.torch;
+
+namespace WeightEnsembling.Merging;
+
+/// <summary>
+/// A transient stand-in for a CLIP attention or MLP slot that runs the original module through
+/// <see cref="IMergeableModule.Forward"/> with its own linear layers and hands every linear layer's input to a recorder
+/// first: the equivalent of PyTorch forward hooks on those layers. (TorchSharp's <c>register_forward_hook</c> only fires
+/// through <c>Module.call</c>, and the CLIP modules call <c>forward</c> directly.) It owns nothing: it registers no
+/// components, so disposing it leaves the wrapped module alone.
+/// </summary>
+internal sealed class GramRecorder : nn.Module<Tensor, Tensor>
+{
+    private readonly IMergeableModule inner;
+    private readonly Func<string, Linear> layerOf;
+    private readonly string prefix;
+    private readonly Action<string, Tensor> record;
+
+    /// <summary>Wraps <paramref name="inner"/>, whose layer <c>name</c> is recorded as <c>prefix.name</c>.</summary>
+    public GramRecorder(string prefix, IMergeableModule inner, Func<string, Linear> layerOf, Action<string, Tensor> record)
+        : base(nameof(GramRecorder))
+    {
+        this.prefix = prefix;
+        this.inner = inner;
+        this.layerOf = layerOf;
+        this.record = record;
+
+        // Deliberately no RegisterComponents(): the wrapped module stays owned (and registered) by its model.
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor input) => inner.Forward(input, (name, x) =>
+    {
+        record($"{prefix}.{name}", x);
+        return layerOf(name).forward(x);
+    });
+}
