@@ -10,31 +10,29 @@ namespace WeightEnsembling.Merging;
 /// <see cref="IMergeableModule.Forward"/> with its own linear layers and hands every linear layer's input to a recorder
 /// first: the equivalent of PyTorch forward hooks on those layers. (TorchSharp's <c>register_forward_hook</c> only fires
 /// through <c>Module.call</c>, and the CLIP modules call <c>forward</c> directly.) It owns nothing: it registers no
-/// components, so disposing it leaves the wrapped module alone.
+/// components and keeps the wrapped module only inside delegates (TorchSharp's <c>register_module</c> runs
+/// <c>RegisterComponents</c> on it, which registers every field holding a module by its runtime value, and disposing it
+/// would then dispose the wrapped module), so disposing it leaves the wrapped module alone.
 /// </summary>
 internal sealed class GramRecorder : nn.Module<Tensor, Tensor>
 {
-    private readonly IMergeableModule inner;
-    private readonly Func<string, Linear> layerOf;
-    private readonly string prefix;
-    private readonly Action<string, Tensor> record;
+    private readonly Func<Tensor, LinearLayerFunction, Tensor> run;
+    private readonly LinearLayerFunction recordingLinear;
 
     /// <summary>Wraps <paramref name="inner"/>, whose layer <c>name</c> is recorded as <c>prefix.name</c>.</summary>
     public GramRecorder(string prefix, IMergeableModule inner, Func<string, Linear> layerOf, Action<string, Tensor> record)
         : base(nameof(GramRecorder))
     {
-        this.prefix = prefix;
-        this.inner = inner;
-        this.layerOf = layerOf;
-        this.record = record;
+        run = inner.Forward;
+        recordingLinear = (name, x) =>
+        {
+            record($"{prefix}.{name}", x);
+            return layerOf(name).forward(x);
+        };
 
         // Deliberately no RegisterComponents(): the wrapped module stays owned (and registered) by its model.
     }
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor input) => inner.Forward(input, (name, x) =>
-    {
-        record($"{prefix}.{name}", x);
-        return layerOf(name).forward(x);
-    });
+    public override Tensor forward(Tensor input) => run(input, recordingLinear);
 }
