@@ -10,9 +10,8 @@ namespace WeightEnsembling.Merging;
 /// <see cref="IMergeableModule.Forward"/> with its own linear layers and hands every linear layer's input to a recorder
 /// first: the equivalent of PyTorch forward hooks on those layers. (TorchSharp's <c>register_forward_hook</c> only fires
 /// through <c>Module.call</c>, and the CLIP modules call <c>forward</c> directly.) It owns nothing: it registers no
-/// components and keeps the wrapped module only inside delegates (TorchSharp's <c>register_module</c> runs
-/// <c>RegisterComponents</c> on it, which registers every field holding a module by its runtime value, and disposing it
-/// would then dispose the wrapped module), so disposing it leaves the wrapped module alone.
+/// components and keeps the wrapped module only inside delegates (once registered in a parent, TorchSharp finds modules held
+/// in a wrapper's fields by reflection, whatever the field type, and disposing the wrapper would dispose them), so disposing it leaves the wrapped module alone.
 /// </summary>
 internal sealed class GramRecorder : nn.Module<Tensor, Tensor>
 {
