@@ -1,0 +1,120 @@
+using TorchSharp;
+using WeightEnsembling.Clip;
+using WeightEnsembling.SafeTensors;
+using WeightEnsembling.Tasks;
+using static TorchSharp.torch;
+
+namespace WeightEnsembling.Merging;
+
+/// <summary>Shared plumbing of the data-aware merges: example selection, argument checks and the merged model.</summary>
+internal static class DataAwareMergeSupport
+{
+    /// <summary>The number of examples a task contributes: min(<paramref name="exampleCount"/>, its size).</summary>
+    public static long ExampleTotal(TaskDataset dataset, int exampleCount) => Math.Min(exampleCount, dataset.Count);
+
+    /// <summary>
+    /// The first <see cref="ExampleTotal"/> examples of <paramref name="dataset"/> (in shuffled order when asked), in
+    /// batches of at most <paramref name="batchSize"/>; each batch is owned by the caller.
+    /// </summary>
+    public static IEnumerable<TaskBatch> Examples(TaskDataset dataset, int exampleCount, int batchSize, bool shuffle, int seed)
+    {
+        long remaining = ExampleTotal(dataset, exampleCount);
+        foreach (var batch in dataset.Batches(batchSize, shuffle, seed))
+        {
+            if (remaining <= 0)
+            {
+                batch.Dispose();
+                yield break;
+            }
+
+            if (batch.Count <= remaining)
+            {
+                remaining -= batch.Count;
+                yield return batch;
+                continue;
+            }
+
+            TaskBatch truncated;
+            using (batch)
+            {
+                truncated = new TaskBatch(
+                    batch.Images.narrow(0, 0, remaining).clone().DetachFromDisposeScope(),
+                    batch.Labels?.narrow(0, 0, remaining).clone().DetachFromDisposeScope());
+            }
+
+            remaining = 0;
+            yield return truncated;
+        }
+    }
+
+    /// <summary>Checks a non-empty dataset per model and that every model has the first one's architecture.</summary>
+    public static void CheckModelsAndData(IReadOnlyList<ClipVisionModel> models, IReadOnlyList<TaskDataset> datasets)
+    {
+        ArgumentNullException.ThrowIfNull(models);
+        ArgumentNullException.ThrowIfNull(datasets);
+        if (models.Count == 0)
+        {
+            throw new ArgumentException("At least one fine-tuned model is needed.", nameof(models));
+        }
+
+        if (datasets.Count != models.Count)
+        {
+            throw new ArgumentException($"{models.Count} models need {models.Count} datasets; got {datasets.Count}.", nameof(datasets));
+        }
+
+        for (int t = 0; t < models.Count; t++)
+        {
+            var model = models[t] ?? throw new ArgumentException($"Fine-tuned model {t} is null.", nameof(models));
+            CheckDataset(datasets[t], $"Dataset {t}", nameof(datasets));
+            if (model.Config != models[0].Config || model.HasProjection != models[0].HasProjection)
+            {
+                throw new ArgumentException(
+                    $"Fine-tuned model {t} has another architecture than model 0 ({model.Config} with projection: {model.HasProjection}; model 0: {models[0].Config} with projection: {models[0].HasProjection}).",
+                    nameof(models));
+            }
+        }
+    }
+
+    /// <summary>Checks that a dataset is given and not empty.</summary>
+    public static void CheckDataset(TaskDataset? dataset, string label, string paramName)
+    {
+        if (dataset is null)
+        {
+            throw new ArgumentException($"{label} is null.", paramName);
+        }
+
+        if (dataset.Count == 0)
+        {
+            throw new ArgumentException($"{label} ('{dataset.Name}') is empty.", paramName);
+        }
+    }
+
+    /// <summary>A new plain model of <paramref name="like"/>'s architecture holding <paramref name="weights"/>.</summary>
+    public static ClipVisionModel Build(ClipVisionModel like, IReadOnlyDictionary<string, Tensor> weights)
+    {
+        var model = new ClipVisionModel(like.Config, like.HasProjection);
+        try
+        {
+            model.eval();
+            StateDict.LoadInto(model, weights, strict: true);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Disposes every tensor of <paramref name="tensors"/>.</summary>
+    public static void DisposeAll(IEnumerable<Tensor> tensors)
+    {
+        foreach (var tensor in tensors)
+        {
+            tensor.Dispose();
+        }
+    }
+
+    /// <summary>The shape of a tensor as text, e.g. <c>[3, 4]</c>.</summary>
+    public static string Shape(Tensor tensor) => $"[{string.Join(", ", tensor.shape)}]";
+}
