@@ -1,7 +1,6 @@
 using TorchSharp;
 using WeightEnsembling.Clip;
 using WeightEnsembling.Evaluation;
-using WeightEnsembling.Merging;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
