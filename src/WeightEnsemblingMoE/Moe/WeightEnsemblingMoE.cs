@@ -279,14 +279,26 @@ public sealed class WeightEnsemblingMoE : nn.Module<Tensor, Tensor>
 
     private static string Validate(nn.Module baseModel, TaskVectorDictionary taskVectors, nn.Module<Tensor, Tensor> gate, int? layerIndex, out int hiddenSize)
     {
-        ArgumentNullException.ThrowIfNull(baseModel);
-        ArgumentNullException.ThrowIfNull(taskVectors);
         ArgumentNullException.ThrowIfNull(gate);
         if (layerIndex is int index)
         {
             ArgumentOutOfRangeException.ThrowIfNegative(index, nameof(layerIndex));
         }
 
+        hiddenSize = ValidateMergeable(baseModel, taskVectors);
+        int routerInput = hiddenSize + (layerIndex is null ? 0 : Router.PositionEncodingDimension);
+        CheckGate(gate, routerInput, taskVectors.TaskCount);
+        return nameof(WeightEnsemblingMoE);
+    }
+
+    /// <summary>
+    /// Checks that <paramref name="baseModel"/> is an <see cref="IMergeableModule"/> whose linear layers have exactly the
+    /// task vectors <paramref name="taskVectors"/> holds; returns the input width of its first linear layer.
+    /// </summary>
+    internal static int ValidateMergeable(nn.Module baseModel, TaskVectorDictionary taskVectors)
+    {
+        ArgumentNullException.ThrowIfNull(baseModel);
+        ArgumentNullException.ThrowIfNull(taskVectors);
         if (baseModel is not IMergeableModule mergeable)
         {
             throw new ArgumentException($"The base model ({baseModel.GetType().Name}) does not implement {nameof(IMergeableModule)}.", nameof(baseModel));
@@ -300,7 +312,7 @@ public sealed class WeightEnsemblingMoE : nn.Module<Tensor, Tensor>
 
         var parameters = baseModel.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
         var expected = new HashSet<string>(StringComparer.Ordinal);
-        hiddenSize = -1;
+        int hiddenSize = -1;
         foreach (var layer in layers)
         {
             var weightName = layer + ".weight";
@@ -332,9 +344,7 @@ public sealed class WeightEnsemblingMoE : nn.Module<Tensor, Tensor>
             }
         }
 
-        int routerInput = hiddenSize + (layerIndex is null ? 0 : Router.PositionEncodingDimension);
-        CheckGate(gate, routerInput, taskVectors.TaskCount);
-        return nameof(WeightEnsemblingMoE);
+        return hiddenSize;
     }
 
     private static void CheckTaskVector(TaskVectorDictionary taskVectors, string name, Tensor parameter)

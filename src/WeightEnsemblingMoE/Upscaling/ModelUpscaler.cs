@@ -1,6 +1,7 @@
 using TorchSharp;
 using WeightEnsembling.Clip;
 using WeightEnsembling.Moe;
+using WeightEnsembling.Pareto;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.TaskVectors;
 using static TorchSharp.torch;
@@ -167,6 +168,84 @@ public sealed class ModelUpscaler
     public UpscaledModel Build()
     {
         options.Validate();
+        Router? sharedRouter = null;
+        try
+        {
+            return BuildCore(
+                (baseModule, taskVectors, layer, generator) =>
+                {
+                    int hidden = Moe.WeightEnsemblingMoE.ValidateMergeable(baseModule, taskVectors);
+                    if (options.SharedRouter && sharedRouter is null)
+                    {
+                        int inputDimension = hidden + (options.PositionEncoding ? Router.PositionEncodingDimension : 0);
+                        sharedRouter = Router.Create(options.RouterDepth, inputDimension, taskVectors.TaskCount, options.InitLambda, generator);
+                    }
+
+                    var gate = sharedRouter ?? Router.Create(options.RouterDepth, hidden, taskVectors.TaskCount, options.InitLambda, generator);
+                    return new Moe.WeightEnsemblingMoE(
+                        baseModule,
+                        taskVectors,
+                        gate,
+                        ownsGate: sharedRouter is null,
+                        layerIndex: options.PositionEncoding ? layer : null);
+                },
+                moe => moe.Gate,
+                (model, modules) => new UpscaledModel(
+                    model,
+                    modules.Select(m => new UpscaledModule(m.Path, m.Layer, m.Target, m.Module)).ToList(),
+                    sharedRouter,
+                    options.Clone()));
+        }
+        catch
+        {
+            sharedRouter?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Builds a Pareto (PWEMoE) model: every selected module becomes a <see cref="ParetoWeightEnsemblingModule"/> whose
+    /// router reads a preference vector over the tasks, with <see cref="ModelUpscalerOptions.RouterDepth"/> 1 or 2 and
+    /// <see cref="ModelUpscalerOptions.InitLambda"/> as the routers' last bias; every other parameter is merged by task
+    /// arithmetic as for <see cref="Build"/>.
+    /// </summary>
+    /// <returns>The Pareto model; the caller owns and disposes it.</returns>
+    /// <exception cref="ArgumentException">No experts, a bad option (router depth 0, a shared router or a position encoding, which preference routers do not have), or a layer index out of range.</exception>
+    /// <exception cref="InvalidDataException">An expert differs from the pre-trained model; the message names the model and the tensor.</exception>
+    public ParetoUpscaledModel BuildPareto()
+    {
+        options.Validate();
+        if (options.RouterDepth is < 1 or > 2)
+        {
+            throw new ArgumentException(
+                $"A preference router has 1 or 2 layers; {nameof(ModelUpscalerOptions.RouterDepth)} is {options.RouterDepth}.", nameof(ModelUpscalerOptions.RouterDepth));
+        }
+
+        if (options.SharedRouter || options.PositionEncoding)
+        {
+            throw new ArgumentException(
+                $"Preference routers are per module: {nameof(ModelUpscalerOptions.SharedRouter)} and {nameof(ModelUpscalerOptions.PositionEncoding)} must be off.", nameof(ModelUpscalerOptions.SharedRouter));
+        }
+
+        return BuildCore(
+            (baseModule, taskVectors, _, generator) => new ParetoWeightEnsemblingModule(
+                baseModule,
+                taskVectors,
+                PreferenceRouter.Create(options.RouterDepth, taskVectors.TaskCount, options.InitLambda, generator)),
+            module => module.Gate,
+            (model, modules) => new ParetoUpscaledModel(
+                model,
+                modules.Select(m => new ParetoUpscaledModule(m.Path, m.Layer, m.Target, m.Module)).ToList(),
+                options.Clone()));
+    }
+
+    // The build steps shared by every kind of upscaled model: read the sources, merge the base, wrap each selected module.
+    private TResult BuildCore<TModule, TResult>(
+        Func<nn.Module, TaskVectorDictionary, int, Generator, TModule> wrap,
+        Func<TModule, nn.Module> gateOf,
+        Func<ClipVisionModel, IReadOnlyList<(string Path, int Layer, UpscaleTargets Target, TModule Module)>, TResult> finish)
+        where TModule : nn.Module<Tensor, Tensor>
+    {
         if (experts.Count == 0)
         {
             throw new ArgumentException("At least one fine-tuned expert is needed: call WithExperts or WithExpertFolders.");
@@ -180,10 +259,16 @@ public sealed class ModelUpscaler
                 ? ModelSource.FromModel(model, $"expert {t}")
                 : ModelSource.FromFolder((string)expert, $"expert {t}"))
             .ToList();
-        return Build(pretrained, sources);
+        return BuildCore(pretrained, sources, wrap, gateOf, finish);
     }
 
-    private UpscaledModel Build(ModelSource pretrained, IReadOnlyList<ModelSource> expertSources)
+    private TResult BuildCore<TModule, TResult>(
+        ModelSource pretrained,
+        IReadOnlyList<ModelSource> expertSources,
+        Func<nn.Module, TaskVectorDictionary, int, Generator, TModule> wrap,
+        Func<TModule, nn.Module> gateOf,
+        Func<ClipVisionModel, IReadOnlyList<(string Path, int Layer, UpscaleTargets Target, TModule Module)>, TResult> finish)
+        where TModule : nn.Module<Tensor, Tensor>
     {
         var config = pretrained.Config;
         int layerCount = config.NumHiddenLayers;
@@ -196,8 +281,7 @@ public sealed class ModelUpscaler
 
         Array.Sort(layers);
         var result = new ClipVisionModel(config, pretrained.HasProjection);
-        Router? sharedRouter = null;
-        var upscaled = new List<UpscaledModule>();
+        var upscaled = new List<(string Path, int Layer, UpscaleTargets Target, TModule Module)>();
         try
         {
             var keys = result.state_dict().Keys.ToArray();
@@ -208,13 +292,6 @@ public sealed class ModelUpscaler
             LoadBaseWeights(result, pretrained, expertSources, keys, IsUpscaled);
 
             using var generator = new Generator(unchecked((ulong)options.Seed));
-            int hidden = config.HiddenSize;
-            if (options.SharedRouter)
-            {
-                int inputDimension = hidden + (options.PositionEncoding ? Router.PositionEncodingDimension : 0);
-                sharedRouter = Router.Create(options.RouterDepth, inputDimension, expertSources.Count, options.InitLambda, generator);
-            }
-
             foreach (int layer in layers)
             {
                 var encoderLayer = result.Layers[layer];
@@ -222,23 +299,17 @@ public sealed class ModelUpscaler
                 {
                     var baseModule = target == UpscaleTargets.Mlp ? encoderLayer.Mlp : encoderLayer.SelfAttention;
                     var taskVectors = BuildTaskVectors(pretrained, expertSources, path, baseModule);
-                    var gate = sharedRouter ?? Router.Create(options.RouterDepth, hidden, expertSources.Count, options.InitLambda, generator);
-                    var moe = new Moe.WeightEnsemblingMoE(
-                        baseModule,
-                        taskVectors,
-                        gate,
-                        ownsGate: sharedRouter is null,
-                        layerIndex: options.PositionEncoding ? layer : null);
+                    var module = wrap(baseModule, taskVectors, layer, generator);
                     if (target == UpscaleTargets.Mlp)
                     {
-                        encoderLayer.Mlp = moe;
+                        encoderLayer.Mlp = module;
                     }
                     else
                     {
-                        encoderLayer.SelfAttention = moe;
+                        encoderLayer.SelfAttention = module;
                     }
 
-                    upscaled.Add(new UpscaledModule(path, layer, target, moe));
+                    upscaled.Add((path, layer, target, module));
                 }
             }
 
@@ -250,18 +321,17 @@ public sealed class ModelUpscaler
 
             foreach (var module in upscaled)
             {
-                foreach (var parameter in module.Module.Gate.parameters())
+                foreach (var parameter in gateOf(module.Module).parameters())
                 {
                     parameter.requires_grad = true;
                 }
             }
 
-            return new UpscaledModel(result, upscaled, sharedRouter, options.Clone());
+            return finish(result, upscaled);
         }
         catch
         {
             result.Dispose();
-            sharedRouter?.Dispose();
             throw;
         }
     }

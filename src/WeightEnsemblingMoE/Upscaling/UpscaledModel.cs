@@ -1,7 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using WeightEnsembling.Clip;
-using WeightEnsembling.Merging;
 using WeightEnsembling.Models;
 using WeightEnsembling.Moe;
 using WeightEnsembling.SafeTensors;
@@ -81,57 +80,12 @@ public sealed class UpscaledModel : IDisposable
     /// detached clones the caller owns: what a router checkpoint holds. A shared router appears under every module.
     /// </summary>
     /// <returns>The router state dict.</returns>
-    public Dictionary<string, Tensor> RouterStateDict()
-    {
-        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var module in Modules)
-        {
-            foreach (var (name, parameter) in module.Module.Gate.named_parameters())
-            {
-                result[$"{module.Path}.gate.{name}"] = parameter.detach().clone();
-            }
-        }
-
-        return result;
-    }
+    public Dictionary<string, Tensor> RouterStateDict() => UpscaledModelParts.RouterStateDict(Gates());
 
     /// <summary>Loads router parameters saved by <see cref="RouterStateDict"/> (strict: every router key, nothing else).</summary>
     /// <param name="routers">The router state dict.</param>
     /// <exception cref="StateDictLoadException">A key is missing, unexpected or of the wrong shape.</exception>
-    public void LoadRouterStateDict(IReadOnlyDictionary<string, Tensor> routers)
-    {
-        ArgumentNullException.ThrowIfNull(routers);
-        var expected = RouterStateDict();
-        try
-        {
-            var missing = expected.Keys.Where(k => !routers.ContainsKey(k)).ToList();
-            var unexpected = routers.Keys.Where(k => !expected.ContainsKey(k)).ToList();
-            var mismatched = expected
-                .Where(e => routers.TryGetValue(e.Key, out var r) && !r.shape.SequenceEqual(e.Value.shape))
-                .Select(e => new StateDictShapeMismatch(e.Key, e.Value.shape, routers[e.Key].shape))
-                .ToList();
-            if (missing.Count + unexpected.Count + mismatched.Count > 0)
-            {
-                throw new StateDictLoadException("routers", new StateDictLoadReport([], missing, unexpected, mismatched));
-            }
-
-            using var noGrad = no_grad();
-            foreach (var module in Modules)
-            {
-                foreach (var (name, parameter) in module.Module.Gate.named_parameters())
-                {
-                    parameter.copy_(routers[$"{module.Path}.gate.{name}"]);
-                }
-            }
-        }
-        finally
-        {
-            foreach (var tensor in expected.Values)
-            {
-                tensor.Dispose();
-            }
-        }
-    }
+    public void LoadRouterStateDict(IReadOnlyDictionary<string, Tensor> routers) => UpscaledModelParts.LoadRouterStateDict(Gates(), routers);
 
     /// <summary>The routing weights [B, T] of the last forward pass, by module path (absent before the first forward).</summary>
     /// <returns>The routing weights, owned by the modules: copy them to keep them past the next forward pass.</returns>
@@ -192,45 +146,19 @@ public sealed class UpscaledModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(routings);
         ObjectDisposedException.ThrowIf(disposed, this);
-        // No dispose scope: the new model's parameters must outlive this call. Merged tensors are disposed by hand.
-        using var noGrad = no_grad();
-        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        var owned = new List<Tensor>();
-        try
+        var merges = new List<(string Path, Func<Dictionary<string, Tensor>> MergedWeights)>();
+        foreach (var module in Modules)
         {
-            foreach (var (key, tensor) in Model.state_dict())
+            if (!routings.TryGetValue(module.Path, out var routing))
             {
-                if (!Modules.Any(m => key.StartsWith(m.Path + ".", StringComparison.Ordinal)))
-                {
-                    weights[key] = tensor;
-                }
+                throw new ArgumentException($"No routing vector for module '{module.Path}'.", nameof(routings));
             }
 
-            foreach (var module in Modules)
-            {
-                if (!routings.TryGetValue(module.Path, out var routing))
-                {
-                    throw new ArgumentException($"No routing vector for module '{module.Path}'.", nameof(routings));
-                }
-
-                var device = module.Module.BaseModel.parameters().First().device;
-                using var vector = routing.detach().to(ScalarType.Float32, device);
-                foreach (var (name, tensor) in module.Module.MergedWeights(vector))
-                {
-                    owned.Add(tensor);
-                    weights[$"{module.Path}.{name}"] = tensor;
-                }
-            }
-
-            return ModelMerging.WithWeights(Model, weights);
+            var device = module.Module.BaseModel.parameters().First().device;
+            merges.Add((module.Path, () => module.Module.MergedWeights(routing.detach().to(ScalarType.Float32, device))));
         }
-        finally
-        {
-            foreach (var tensor in owned)
-            {
-                tensor.Dispose();
-            }
-        }
+
+        return UpscaledModelParts.MergeAndUnload(Model, merges);
     }
 
     /// <summary>Disposes the model, its mixture-of-experts modules and a shared router.</summary>
@@ -245,4 +173,6 @@ public sealed class UpscaledModel : IDisposable
         Model.Dispose();
         sharedRouter?.Dispose();
     }
+
+    private List<(string Path, nn.Module Gate)> Gates() => Modules.Select(m => (m.Path, (nn.Module)m.Module.Gate)).ToList();
 }

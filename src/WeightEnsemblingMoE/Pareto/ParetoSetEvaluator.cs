@@ -1,0 +1,184 @@
+using TorchSharp;
+using WeightEnsembling.Clip;
+using WeightEnsembling.Evaluation;
+using WeightEnsembling.SafeTensors;
+using WeightEnsembling.Tasks;
+using static TorchSharp.torch;
+
+namespace WeightEnsembling.Pareto;
+
+/// <summary>
+/// Evaluates a Pareto set on a grid of preferences (usually <see cref="SimplexGrid.Generate"/>), and the baselines it is
+/// compared with: task arithmetic with per-task scaling factors on the same grid, and the individual fine-tuned models as
+/// the corner points.
+/// </summary>
+public static class ParetoSetEvaluator
+{
+    /// <summary>Evaluates a Pareto model at every preference: each task's accuracy and loss through its head.</summary>
+    /// <param name="model">The Pareto model; its preference is left at the last grid point.</param>
+    /// <param name="tasks">One labelled dataset and head per task, in the model's task order.</param>
+    /// <param name="preferences">The preferences to evaluate.</param>
+    /// <param name="batchSize">The evaluation batch size, at least 1.</param>
+    /// <param name="method">The method name of the report. The default value is <c>PWEMoE</c>.</param>
+    /// <param name="referencePoint">The hypervolume reference (accuracies). The default value is <see langword="null"/> (all zeros).</param>
+    /// <param name="progress">Receives each point as it is evaluated, or <see langword="null"/>.</param>
+    /// <param name="cancellationToken">Cancels between batches.</param>
+    /// <returns>The report.</returns>
+    public static ParetoEvaluationReport Evaluate(
+        ParetoUpscaledModel model,
+        IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> tasks,
+        IReadOnlyList<IReadOnlyList<double>> preferences,
+        int batchSize,
+        string method = "PWEMoE",
+        IReadOnlyList<double>? referencePoint = null,
+        IProgress<ParetoPoint>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        CheckTasks(tasks, model.TaskCount);
+        return EvaluateCore(method, tasks, preferences, batchSize, referencePoint, progress, cancellationToken, preference =>
+        {
+            model.SetPreference(preference);
+            return (model.Model.GetImageFeatures, null);
+        });
+    }
+
+    /// <summary>
+    /// The task-arithmetic baseline on a grid: at preference p the model θ_0 + Σ_t (s · p_t) τ_t, so the grid's corners are
+    /// the fine-tuned models themselves when s = 1.
+    /// </summary>
+    /// <param name="pretrained">The pre-trained model θ_0 (not modified).</param>
+    /// <param name="experts">The fine-tuned models θ_t, in task order (not modified).</param>
+    /// <param name="tasks">One labelled dataset and head per task.</param>
+    /// <param name="preferences">The grid.</param>
+    /// <param name="batchSize">The evaluation batch size, at least 1.</param>
+    /// <param name="scalingFactor">The overall scale s of the per-task factors s · p_t. The default value is 1.</param>
+    /// <param name="referencePoint">The hypervolume reference (accuracies). The default value is <see langword="null"/> (all zeros).</param>
+    /// <param name="cancellationToken">Cancels between batches.</param>
+    /// <returns>The report, method <c>Task Arithmetic</c>.</returns>
+    public static ParetoEvaluationReport EvaluateTaskArithmetic(
+        ClipVisionModel pretrained,
+        IReadOnlyList<ClipVisionModel> experts,
+        IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> tasks,
+        IReadOnlyList<IReadOnlyList<double>> preferences,
+        int batchSize,
+        double scalingFactor = 1.0,
+        IReadOnlyList<double>? referencePoint = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(pretrained);
+        ArgumentNullException.ThrowIfNull(experts);
+        CheckTasks(tasks, experts.Count);
+        if (!double.IsFinite(scalingFactor))
+        {
+            throw new ArgumentOutOfRangeException(nameof(scalingFactor), scalingFactor, "The scaling factor must be finite.");
+        }
+
+        var theta0 = pretrained.state_dict();
+        var thetas = experts.Select(e => e.state_dict()).ToArray();
+        return EvaluateCore("Task Arithmetic", tasks, preferences, batchSize, referencePoint, null, cancellationToken, preference =>
+        {
+            var merged = new ClipVisionModel(pretrained.Config, pretrained.HasProjection);
+            try
+            {
+                using var scope = NewDisposeScope();
+                using var noGrad = no_grad();
+                var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+                foreach (var (key, value) in theta0)
+                {
+                    var sum = value.clone();
+                    for (int t = 0; t < thetas.Length; t++)
+                    {
+                        sum.add_((thetas[t][key] - value) * (scalingFactor * preference[t]));
+                    }
+
+                    weights[key] = sum;
+                }
+
+                StateDict.LoadInto(merged, weights, strict: true);
+                merged.eval();
+                return (merged.GetImageFeatures, merged);
+            }
+            catch
+            {
+                merged.Dispose();
+                throw;
+            }
+        });
+    }
+
+    /// <summary>The individual fine-tuned models as corner points: point t is expert t at preference e_t.</summary>
+    /// <param name="experts">The fine-tuned models, in task order (not modified).</param>
+    /// <param name="tasks">One labelled dataset and head per task.</param>
+    /// <param name="batchSize">The evaluation batch size, at least 1.</param>
+    /// <param name="referencePoint">The hypervolume reference (accuracies). The default value is <see langword="null"/> (all zeros).</param>
+    /// <param name="cancellationToken">Cancels between batches.</param>
+    /// <returns>The report, method <c>Individual</c>.</returns>
+    public static ParetoEvaluationReport EvaluateExperts(
+        IReadOnlyList<ClipVisionModel> experts,
+        IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> tasks,
+        int batchSize,
+        IReadOnlyList<double>? referencePoint = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(experts);
+        CheckTasks(tasks, experts.Count);
+        var corners = Enumerable.Range(0, experts.Count)
+            .Select(t => (IReadOnlyList<double>)Enumerable.Range(0, experts.Count).Select(k => k == t ? 1.0 : 0.0).ToArray())
+            .ToList();
+        int corner = 0;
+        return EvaluateCore("Individual", tasks, corners, batchSize, referencePoint, null, cancellationToken, _ =>
+        {
+            var expert = experts[corner++];
+            return (expert.GetImageFeatures, null);
+        });
+    }
+
+    private static ParetoEvaluationReport EvaluateCore(
+        string method,
+        IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> tasks,
+        IReadOnlyList<IReadOnlyList<double>> preferences,
+        int batchSize,
+        IReadOnlyList<double>? referencePoint,
+        IProgress<ParetoPoint>? progress,
+        CancellationToken cancellationToken,
+        Func<double[], (Func<Tensor, Tensor> Features, IDisposable? Owned)> select)
+    {
+        ArgumentNullException.ThrowIfNull(preferences);
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        var points = new List<ParetoPoint>(preferences.Count);
+        for (int i = 0; i < preferences.Count; i++)
+        {
+            var preference = Preferences.Check(preferences[i], tasks.Count, nameof(preferences));
+            var (features, owned) = select(preference);
+            try
+            {
+                var scores = tasks.Select(task => TaskEvaluator.Evaluate(images => task.Head.call(features(images)), task.Dataset, batchSize, cancellationToken)).ToList();
+                var point = new ParetoPoint(preference, scores.Select(s => s.Accuracy).ToArray(), scores.Select(s => s.Loss ?? double.NaN).ToArray());
+                points.Add(point);
+                progress?.Report(point);
+            }
+            finally
+            {
+                owned?.Dispose();
+            }
+        }
+
+        return new ParetoEvaluationReport(method, tasks.Select(t => t.Dataset.Name).ToArray(), points, referencePoint);
+    }
+
+    private static void CheckTasks(IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> tasks, int taskCount)
+    {
+        ArgumentNullException.ThrowIfNull(tasks);
+        if (tasks.Count != taskCount)
+        {
+            throw new ArgumentException($"{taskCount} tasks are merged; {tasks.Count} were given.", nameof(tasks));
+        }
+
+        foreach (var (dataset, head) in tasks)
+        {
+            ArgumentNullException.ThrowIfNull(dataset, nameof(tasks));
+            ArgumentNullException.ThrowIfNull(head, nameof(tasks));
+        }
+    }
+}

@@ -1,0 +1,258 @@
+using TorchSharp;
+using WeightEnsembling.Moe;
+using WeightEnsembling.TaskVectors;
+using static TorchSharp.torch;
+
+namespace WeightEnsembling.Pareto;
+
+/// <summary>
+/// The Pareto weight-ensembling module of PWEMoE (Tang et al., arXiv 2406.09770): it wraps a module θ_0 made of named
+/// linear layers (a CLIP MLP or attention block), the frozen task vectors τ_t of those layers and a
+/// <see cref="PreferenceRouter"/>. For a preference p on the simplex the router gives routing weights r = router(p), and
+/// the module runs with the merged weights θ_0 + Σ_t r_t τ_t, the same for every input.
+/// </summary>
+/// <remarks>
+/// <para>State-dict keys: <c>gate.*</c> (the router), <c>base_model.*</c> (θ_0, frozen) and <c>task_vectors.*</c>
+/// (frozen). The module owns all three.</para>
+/// <para>Because the preference is constant over the batch, the merged linear weights are computed once per preference
+/// and cached; the cache is dropped when the preference changes, when a router parameter changes (e.g. after an optimizer
+/// step) and when gradients are needed but the cache was built without them. A forward pass then costs what the plain
+/// module costs. Under autograd the cached weights carry the router's graph: a second <c>backward</c> through them at the
+/// same preference and router needs <see cref="ClearCache"/> first (or <c>retain_graph</c>).</para>
+/// </remarks>
+public sealed class ParetoWeightEnsemblingModule : nn.Module<Tensor, Tensor>
+{
+    // Field order sets the state-dict order: gate, base_model, task_vectors.
+    private readonly PreferenceRouter gate;
+    private readonly nn.Module base_model;
+    private readonly TaskVectorDictionary task_vectors;
+
+    // Not Tensor fields: TorchSharp registers Tensor fields as buffers.
+    private readonly MergedCache cache = new();
+    private readonly string[] linearLayerNames;
+    private double[]? preference;
+
+    /// <summary>Wraps <paramref name="baseModel"/> with its task vectors and a preference router.</summary>
+    /// <param name="baseModel">The pretrained module θ_0, an <see cref="IMergeableModule"/>; frozen and owned by this module.</param>
+    /// <param name="taskVectors">The task vectors of every linear layer's weight (and bias where it has one), any storage; frozen and owned by this module.</param>
+    /// <param name="gate">The preference router, with <see cref="PreferenceRouter.TaskCount"/> equal to the task count; owned by this module.</param>
+    /// <exception cref="ArgumentException">The base module is not mergeable, a task vector is missing, extra or of the wrong shape, or the router's width differs from the task count.</exception>
+    public ParetoWeightEnsemblingModule(nn.Module baseModel, TaskVectorDictionary taskVectors, PreferenceRouter gate)
+        : base(Validate(baseModel, taskVectors, gate))
+    {
+        this.gate = gate;
+        base_model = baseModel;
+        task_vectors = taskVectors;
+        linearLayerNames = [.. ((IMergeableModule)baseModel).LinearLayerNames];
+        foreach (var parameter in baseModel.parameters())
+        {
+            parameter.requires_grad = false;
+        }
+
+        foreach (var parameter in taskVectors.parameters())
+        {
+            parameter.requires_grad = false;
+        }
+
+        RegisterComponents();
+    }
+
+    /// <summary>The number of tasks T.</summary>
+    public int TaskCount => task_vectors.TaskCount;
+
+    /// <summary>The preference router (registered as <c>gate</c>).</summary>
+    public PreferenceRouter Gate => gate;
+
+    /// <summary>The wrapped pretrained module θ_0 (registered as <c>base_model</c>).</summary>
+    public nn.Module BaseModel => base_model;
+
+    /// <summary>The task vectors (registered as <c>task_vectors</c>).</summary>
+    public TaskVectorDictionary TaskVectors => task_vectors;
+
+    /// <summary>A copy of the current preference, or <see langword="null"/> when none is set.</summary>
+    public IReadOnlyList<double>? Preference => preference?.ToArray();
+
+    /// <summary>Sets the preference the next forward passes use; a different preference drops the cached merged weights.</summary>
+    /// <param name="value">The preference: T finite, non-negative entries summing to 1 (within 1e-4).</param>
+    /// <exception cref="ArgumentException">The preference has the wrong length, a negative or non-finite entry, or does not sum to 1.</exception>
+    public void SetPreference(IReadOnlyList<double> value)
+    {
+        var checkedValue = Preferences.Check(value, TaskCount, nameof(value));
+        if (preference is null || !preference.AsSpan().SequenceEqual(checkedValue))
+        {
+            cache.Clear();
+        }
+
+        preference = checkedValue;
+    }
+
+    /// <summary>Removes the preference (a forward pass then throws) and drops the cached merged weights.</summary>
+    public void ClearPreference()
+    {
+        preference = null;
+        cache.Clear();
+    }
+
+    /// <summary>Drops the cached merged weights; the next forward pass recomputes them.</summary>
+    public void ClearCache() => cache.Clear();
+
+    /// <summary>The routing weights r = router(p) for a preference, detached, shape [T], on the router's device.</summary>
+    /// <param name="value">The preference.</param>
+    /// <returns>A new tensor the caller owns.</returns>
+    /// <exception cref="ArgumentException">The preference is invalid.</exception>
+    public Tensor RoutingWeights(IReadOnlyList<double> value)
+    {
+        var p = Preferences.Check(value, TaskCount, nameof(value));
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        return gate.call(PreferenceTensor(p)).detach().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Runs the wrapped module with the weights merged at the current preference.</summary>
+    /// <param name="input">The module input, e.g. tokens [B, N, D]; not disposed.</param>
+    /// <returns>The wrapped module's output.</returns>
+    /// <exception cref="InvalidOperationException">No preference is set.</exception>
+    public override Tensor forward(Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var p = preference ?? throw new InvalidOperationException(
+            $"No preference is set on this {nameof(ParetoWeightEnsemblingModule)}: call SetPreference (on the module or the whole model) before running it.");
+        using var scope = NewDisposeScope();
+        var merged = MergedLinearWeights(p);
+        var output = ((IMergeableModule)base_model).Forward(input, (name, hidden) =>
+        {
+            if (!merged.TryGetValue(name, out var layer))
+            {
+                throw new ArgumentException($"'{name}' is not one of the linear layers {string.Join(", ", linearLayerNames)}.", nameof(name));
+            }
+
+            return nn.functional.linear(hidden, layer.Weight, layer.Bias);
+        });
+        return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The merged parameters θ_0 + Σ_t r_t τ_t of the wrapped module at a preference (r = router(p)), for merge-and-unload:
+    /// every parameter of <c>base_model</c> by name. The tensors are new, do not require grad and belong to the caller.
+    /// </summary>
+    /// <param name="value">The preference.</param>
+    /// <returns>The merged state dict of the wrapped module.</returns>
+    /// <exception cref="ArgumentException">The preference is invalid.</exception>
+    /// <exception cref="InvalidOperationException">A merged tensor contains NaN or Inf (the message names it).</exception>
+    public Dictionary<string, Tensor> MergedWeights(IReadOnlyList<double> value)
+    {
+        var p = Preferences.Check(value, TaskCount, nameof(value));
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var routing = gate.call(PreferenceTensor(p));
+        var merged = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var (name, parameter) in base_model.named_parameters())
+        {
+            var result = task_vectors.Contains(name)
+                ? parameter + task_vectors[name].WeightedSum(routing.to(parameter.dtype, parameter.device))
+                : parameter.detach().clone();
+            if (!result.isfinite().all().item<bool>())
+            {
+                throw new InvalidOperationException($"The merged tensor '{name}' contains NaN or Inf.");
+            }
+
+            merged[name] = result;
+        }
+
+        foreach (var tensor in merged.Values)
+        {
+            tensor.MoveToOuterDisposeScope();
+        }
+
+        return merged;
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            cache.Clear();
+        }
+
+        base.Dispose(disposing);
+    }
+
+    private Tensor PreferenceTensor(double[] p)
+    {
+        var first = gate.parameters().First();
+        return tensor(p, dtype: first.dtype, device: first.device);
+    }
+
+    // The merged linear weights at preference p, from the cache when the router and the grad mode still match it.
+    private Dictionary<string, (Tensor Weight, Tensor? Bias)> MergedLinearWeights(double[] p)
+    {
+        bool withGrad = is_grad_enabled() && gate.parameters().Any(q => q.requires_grad);
+        float[] routerState = RouterState();
+        if (cache.Layers is not null && (cache.WithGrad || !withGrad) && cache.RouterState.AsSpan().SequenceEqual(routerState))
+        {
+            return cache.Layers;
+        }
+
+        cache.Clear();
+        var routing = gate.call(PreferenceTensor(p));
+        var layers = new Dictionary<string, (Tensor Weight, Tensor? Bias)>(StringComparer.Ordinal);
+        foreach (var name in linearLayerNames)
+        {
+            var weight = base_model.get_parameter(name + ".weight")!;
+            var bias = base_model.get_parameter(name + ".bias");
+            var mergedWeight = weight + task_vectors[name + ".weight"].WeightedSum(routing.to(weight.dtype, weight.device));
+            var mergedBias = bias is null ? null : bias + task_vectors[name + ".bias"].WeightedSum(routing.to(bias.dtype, bias.device));
+            layers[name] = (mergedWeight.DetachFromDisposeScope(), mergedBias?.DetachFromDisposeScope());
+        }
+
+        cache.Layers = layers;
+        cache.WithGrad = withGrad;
+        cache.RouterState = routerState;
+        return layers;
+    }
+
+    private float[] RouterState()
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var flat = cat(gate.parameters().Select(q => q.detach().flatten().to(ScalarType.Float32, CPU)).ToList(), 0);
+        return flat.data<float>().ToArray();
+    }
+
+    private static string Validate(nn.Module baseModel, TaskVectorDictionary taskVectors, PreferenceRouter gate)
+    {
+        ArgumentNullException.ThrowIfNull(gate);
+        WeightEnsemblingMoE.ValidateMergeable(baseModel, taskVectors);
+        if (gate.TaskCount != taskVectors.TaskCount)
+        {
+            throw new ArgumentException($"The preference router is for {gate.TaskCount} tasks; the task vectors hold {taskVectors.TaskCount}.", nameof(gate));
+        }
+
+        return nameof(ParetoWeightEnsemblingModule);
+    }
+
+    private sealed class MergedCache
+    {
+        public Dictionary<string, (Tensor Weight, Tensor? Bias)>? Layers { get; set; }
+
+        public bool WithGrad { get; set; }
+
+        public float[] RouterState { get; set; } = [];
+
+        public void Clear()
+        {
+            if (Layers is not null)
+            {
+                foreach (var (weight, bias) in Layers.Values)
+                {
+                    weight.Dispose();
+                    bias?.Dispose();
+                }
+            }
+
+            Layers = null;
+            RouterState = [];
+        }
+    }
+}
