@@ -30,7 +30,8 @@ public static class IdxWriter
         byte[] data;
         using (var cpu = values.cpu().contiguous())
         {
-            data = cpu.data<byte>().ToArray();
+            // TensorAccessor.ToArray throws on an empty tensor: an empty split is written as a header only.
+            data = cpu.numel() == 0 ? [] : cpu.data<byte>().ToArray();
         }
         var header = new byte[4 + (4 * values.dim())];
         header[2] = 0x08;
