@@ -51,7 +51,7 @@ public static class LossLandscapePlot
 
         var heatmap = plot.Add.Heatmap(intensities);
         heatmap.Colormap = new ScottPlot.Colormaps.Viridis();
-        heatmap.Extent = new CoordinateRect(Edge(xs, first: true), Edge(xs, first: false), Edge(ys, first: true), Edge(ys, first: false));
+        heatmap.Rectangle = new CoordinateRect(Edge(xs, first: true), Edge(xs, first: false), Edge(ys, first: true), Edge(ys, first: false));
         var colorBar = plot.Add.ColorBar(heatmap);
         colorBar.Label = surface;
         if (xs.Count >= 3 && ys.Count >= 3)

@@ -78,7 +78,7 @@ public static class RoutingMapPlot
         heatmap.Colormap = new ScottPlot.Colormaps.Viridis();
         heatmap.ManualRange = new ScottPlot.Range(min, max);
         // Cell (r, e) centred on (e, rows − 1 − r): the first module on top.
-        heatmap.Extent = new CoordinateRect(-0.5, columns - 0.5, -0.5, rows - 0.5);
+        heatmap.Rectangle = new CoordinateRect(-0.5, columns - 0.5, -0.5, rows - 0.5);
         var colorBar = plot.Add.ColorBar(heatmap);
         colorBar.Label = "mean routing weight";
 

@@ -9,8 +9,7 @@ public static class RoutingAnalysis
 {
     /// <summary>
     /// Runs <paramref name="model"/> over every sample of <paramref name="dataset"/> (labels not needed) and averages each
-    /// module's routing weights <c>LastRoutingWeights()</c> [B, T] over the samples. The model runs without gradients in
-    /// its current routing mode; use per-sample routing to see what each sample gets.
+    /// module's per-sample routing weights <c>LastRoutingWeights()</c> [B, T] over the samples, without gradients.
     /// </summary>
     /// <param name="model">The upscaled model.</param>
     /// <param name="dataset">The task's (test) data, not empty.</param>
@@ -61,7 +60,7 @@ public static class RoutingAnalysis
                 {
                     throw new InvalidOperationException($"Module '{paths[m]}' reported routing weights of shape [{string.Join(", ", weights.shape)}], expected [{batch.Count}, {taskCount}].");
                 }
-                var column = weights.detach().to_type(ScalarType.Float64).sum(0).cpu().data<double>().ToArray();
+                var column = weights.detach().to_type(ScalarType.Float64).sum(dim: 0).cpu().data<double>().ToArray();
                 for (int e = 0; e < taskCount; e++)
                 {
                     sums[m, e] += column[e];
