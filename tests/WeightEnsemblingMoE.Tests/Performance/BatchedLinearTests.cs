@@ -41,37 +41,39 @@ public sealed class BatchedLinearTests
         return stack(outputs, 0);
     }
 
+    private static DenseLinearStrategy Strategy(bool allTasks) => allTasks ? DenseLinearStrategy.AllTasks : DenseLinearStrategy.Materialise;
+
     private static double MaxDifference(Tensor a, Tensor b) => (a - b).abs().max().item<double>();
 
-    [TestCase(DenseLinearStrategy.Materialise)]
-    [TestCase(DenseLinearStrategy.AllTasks)]
-    public void DenseBatchedLinear_WithEitherStrategy_EqualsPerSampleMerge(DenseLinearStrategy strategy)
+    [TestCase(false)]
+    [TestCase(true)]
+    public void DenseBatchedLinear_WithEitherStrategy_EqualsPerSampleMerge(bool allTasks)
     {
         using var scope = NewDisposeScope();
         var (x, r, w, bias, taus) = Data();
         using var storage = new DenseTaskVectorStorage(stack(taus, 0));
 
-        var fast = storage.BatchedLinearCore(x, r, w, bias, strategy);
+        var fast = storage.BatchedLinearCore(x, r, w, bias, Strategy(allTasks));
 
         Assert.That(MaxDifference(fast, Reference(x, r, w, bias, taus)), Is.LessThan(1e-12));
     }
 
-    [TestCase(DenseLinearStrategy.Materialise)]
-    [TestCase(DenseLinearStrategy.AllTasks)]
-    public void DenseBatchedLinearCore_WithoutWeight_EqualsPerSampleDelta(DenseLinearStrategy strategy)
+    [TestCase(false)]
+    [TestCase(true)]
+    public void DenseBatchedLinearCore_WithoutWeight_EqualsPerSampleDelta(bool allTasks)
     {
         using var scope = NewDisposeScope();
         var (x, r, _, _, taus) = Data();
         using var storage = new DenseTaskVectorStorage(stack(taus, 0));
 
-        var fast = storage.BatchedLinearCore(x, r, null, null, strategy);
+        var fast = storage.BatchedLinearCore(x, r, null, null, Strategy(allTasks));
 
         Assert.That(MaxDifference(fast, Reference(x, r, null, null, taus)), Is.LessThan(1e-12));
     }
 
-    [TestCase(DenseLinearStrategy.Materialise)]
-    [TestCase(DenseLinearStrategy.AllTasks)]
-    public void DenseBatchedLinear_RoutingGradient_EqualsPerSampleMergeGradient(DenseLinearStrategy strategy)
+    [TestCase(false)]
+    [TestCase(true)]
+    public void DenseBatchedLinear_RoutingGradient_EqualsPerSampleMergeGradient(bool allTasks)
     {
         using var scope = NewDisposeScope();
         var (x, r, w, bias, taus) = Data();
@@ -79,7 +81,7 @@ public sealed class BatchedLinearTests
         var rFast = r.clone().requires_grad_(true);
         var rReference = r.clone().requires_grad_(true);
 
-        storage.BatchedLinearCore(x, rFast, w, bias, strategy).square().sum().backward();
+        storage.BatchedLinearCore(x, rFast, w, bias, Strategy(allTasks)).square().sum().backward();
         Reference(x, rReference, w, bias, taus).square().sum().backward();
 
         Assert.That(MaxDifference(rFast.grad!, rReference.grad!), Is.LessThan(1e-10));
@@ -114,13 +116,13 @@ public sealed class BatchedLinearTests
         }
     }
 
-    [TestCase(50, DenseLinearStrategy.Materialise)]
-    [TestCase(1, DenseLinearStrategy.AllTasks)]
-    public void DenseChooseStrategy_ForTokenCount_PicksCheaperFormula(int tokens, DenseLinearStrategy expected)
+    [TestCase(50, false)]
+    [TestCase(1, true)]
+    public void DenseChooseStrategy_ForTokenCount_PicksCheaperFormula(int tokens, bool allTasks)
     {
         using var storage = new DenseTaskVectorStorage(zeros(8, 6, 4));
 
-        Assert.That(storage.ChooseStrategy(16, tokens), Is.EqualTo(expected));
+        Assert.That(storage.ChooseStrategy(16, tokens), Is.EqualTo(Strategy(allTasks)));
     }
 
     [Test]
