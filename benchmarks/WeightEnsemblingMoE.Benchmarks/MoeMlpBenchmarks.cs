@@ -27,25 +27,40 @@ public class MoeMlpBenchmarks
 
     public static IEnumerable<int> Batches => BenchmarkSettings.Quick ? [16] : [1, 16, 32];
 
+    // Built once per process and shared by every benchmark method and B (building the sparse and low-rank storages
+    // takes a while: quantiles and SVDs): BenchmarkDotNet runs GlobalSetup once per method and parameter value.
+    private static MoeMlpBenchmarks? shared;
+
     [GlobalSetup]
     public void Setup()
     {
         BenchmarkSettings.SetThreads();
-        torch.manual_seed(0);
-        dense = new ClipMlp(D, Hidden, ClipActivation.QuickGelu);
-        dense.eval();
-        baseWeights = dense.state_dict().ToDictionary(p => p.Key, p => p.Value.detach().clone());
-        var experts = Enumerable.Range(0, T)
-            .Select(_ => (IReadOnlyDictionary<string, Tensor>)baseWeights.ToDictionary(p => p.Key, p => p.Value + (randn(p.Value.shape) * 1e-3)))
-            .ToList();
-        taskVectors = baseWeights.Keys.ToDictionary(n => n, n => stack(experts.Select(e => e[n] - baseWeights[n]), 0));
-        denseMoe = Build(experts, TaskVectorStorageOptions.Dense());
-        sparseMoe = Build(experts, TaskVectorStorageOptions.Sparse(0.9));
-        lowRankMoe = Build(experts, TaskVectorStorageOptions.LowRank(64));
+        if (shared is null)
+        {
+            torch.manual_seed(0);
+            dense = new ClipMlp(D, Hidden, ClipActivation.QuickGelu);
+            dense.eval();
+            baseWeights = dense.state_dict().ToDictionary(p => p.Key, p => p.Value.detach().clone());
+            var experts = Enumerable.Range(0, T)
+                .Select(_ => (IReadOnlyDictionary<string, Tensor>)baseWeights.ToDictionary(p => p.Key, p => p.Value + (randn(p.Value.shape) * 1e-3)))
+                .ToList();
+            taskVectors = baseWeights.Keys.ToDictionary(n => n, n => stack(experts.Select(e => e[n] - baseWeights[n]), 0));
+            denseMoe = Build(experts, TaskVectorStorageOptions.Dense());
+            sparseMoe = Build(experts, TaskVectorStorageOptions.Sparse(0.9));
+            lowRankMoe = Build(experts, TaskVectorStorageOptions.LowRank(64));
+            copySource = randn(128L * 1024 * 1024); // 512 MiB of float32
+            copyTarget = empty_like(copySource);
+            shared = this;
+        }
+        else
+        {
+            (dense, baseWeights, taskVectors, denseMoe, sparseMoe, lowRankMoe, copySource, copyTarget) =
+                (shared.dense, shared.baseWeights, shared.taskVectors, shared.denseMoe, shared.sparseMoe, shared.lowRankMoe, shared.copySource, shared.copyTarget);
+        }
+
+        torch.manual_seed(B);
         input = randn(B, Tokens, D);
         routing = rand(B, T);
-        copySource = randn(128L * 1024 * 1024); // 512 MiB of float32
-        copyTarget = empty_like(copySource);
     }
 
     private WeightEnsemblingMoE Build(List<IReadOnlyDictionary<string, Tensor>> experts, TaskVectorStorageOptions options)

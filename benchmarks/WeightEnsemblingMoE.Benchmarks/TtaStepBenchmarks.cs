@@ -32,7 +32,7 @@ public class TtaStepBenchmarks
         BenchmarkSettings.SetThreads();
         dense = VitB32.Dense();
         dense.train();
-        upscaled = VitB32.Upscaled();
+        upscaled = VitB32.SharedUpscaled();
         upscaled.Model.train();
         upscaled.RoutingMode = RoutingMode.BatchReduce;
         adam = optim.Adam(upscaled.TrainableParameters(), lr: 1e-4);
@@ -73,7 +73,6 @@ public class TtaStepBenchmarks
     public void Cleanup()
     {
         adam.Dispose();
-        upscaled.Dispose();
         dense.Dispose();
     }
 }

@@ -22,7 +22,7 @@ public class UpscaledModelBenchmarks
         BenchmarkSettings.SetThreads();
         dense = VitB32.Dense();
         dense.eval();
-        upscaled = VitB32.Upscaled();
+        upscaled = VitB32.SharedUpscaled();
         upscaled.Model.eval();
         upscaled.RoutingMode = RoutingMode.PerSample;
         images = randn(B, 3, 224, 224);
@@ -47,7 +47,6 @@ public class UpscaledModelBenchmarks
     [GlobalCleanup]
     public void Cleanup()
     {
-        upscaled.Dispose();
         dense.Dispose();
     }
 }

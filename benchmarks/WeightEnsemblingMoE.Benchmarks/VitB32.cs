@@ -17,6 +17,11 @@ internal static class VitB32
         return new ClipVisionModel(new ClipVisionConfig());
     }
 
+    private static UpscaledModel? shared;
+
+    /// <summary>One <see cref="Upscaled"/> model per process, shared by the benchmarks (building it takes a while); never disposed.</summary>
+    public static UpscaledModel SharedUpscaled() => shared ??= Upscaled();
+
     /// <summary>θ_0 (seed 0) upcycled with <see cref="Experts"/> experts θ_0 + 1e-3·noise, every MLP upscaled, dense task vectors.</summary>
     public static UpscaledModel Upscaled()
     {
