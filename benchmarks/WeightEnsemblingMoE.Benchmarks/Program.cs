@@ -1,8 +1,9 @@
 using BenchmarkDotNet.Running;
+using WeightEnsembling.Benchmarks;
 using WeightEnsembling.Benchmarks.Harness;
 
-// Harnesses measure what BenchmarkDotNet cannot (a whole process's peak memory); everything else is BenchmarkDotNet.
-// See docs/benchmarks.md.
+// Harnesses measure what BenchmarkDotNet cannot (a whole process's peak memory, storage sizes); everything else is
+// BenchmarkDotNet, in process (see BenchmarkSettings). See docs/benchmarks.md.
 if (args.Length > 0 && args[0] == "upcycle-memory")
 {
     return UpcycleMemoryHarness.Run(args[1..]);
@@ -13,5 +14,21 @@ if (args.Length > 0 && args[0] == "adaptation-memory")
     return AdaptationMemoryHarness.Run(args[1..]);
 }
 
-BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+if (args.Length > 0 && args[0] == "storage-bytes")
+{
+    return StorageBytesHarness.Run();
+}
+
+BenchmarkSettings.Quick = args.Contains("--quick");
+var rest = args.Where(a => a != "--quick").ToArray();
+var config = BenchmarkSettings.Create();
+if (rest.Length == 0)
+{
+    BenchmarkSwitcher.FromAssembly(typeof(BenchmarkSettings).Assembly).RunAll(config);
+}
+else
+{
+    BenchmarkSwitcher.FromAssembly(typeof(BenchmarkSettings).Assembly).Run(rest, config);
+}
+
 return 0;

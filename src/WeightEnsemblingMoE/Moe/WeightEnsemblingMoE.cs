@@ -240,7 +240,7 @@ public sealed class WeightEnsemblingMoE : nn.Module<Tensor, Tensor>
     private LinearLayerFunction PerSampleLinear(Tensor routing) => (name, hidden) =>
     {
         var (weight, bias) = BaseLinear(name);
-        var output = nn.functional.linear(hidden, weight, bias) + task_vectors[name + ".weight"].BatchedLinearDelta(hidden, routing);
+        var output = task_vectors[name + ".weight"].BatchedLinear(hidden, routing, weight, bias);
         if (bias is not null)
         {
             output = output + task_vectors[name + ".bias"].BatchedWeightedSum(routing).unsqueeze(1);
@@ -258,8 +258,8 @@ public sealed class WeightEnsemblingMoE : nn.Module<Tensor, Tensor>
             {
                 var (weight, bias) = BaseLinear(name);
                 merged = (
-                    weight + task_vectors[name + ".weight"].WeightedSum(routing),
-                    bias is null ? null : bias + task_vectors[name + ".bias"].WeightedSum(routing));
+                    task_vectors[name + ".weight"].WeightedSum(routing).add_(weight),
+                    bias is null ? null : task_vectors[name + ".bias"].WeightedSum(routing).add_(bias));
                 cache[name] = merged;
             }
 

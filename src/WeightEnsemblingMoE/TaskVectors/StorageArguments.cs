@@ -58,6 +58,25 @@ internal static class StorageArguments
         return routing;
     }
 
+    /// <summary>Checks the arguments of a batched linear layer: <see cref="LinearInput"/>, plus the base weight [out, in] and bias [out].</summary>
+    public static void BaseLinear(Tensor input, Tensor routing, Tensor weight, Tensor? bias, TaskVectorStorage storage)
+    {
+        LinearInput(input, routing, storage);
+        ArgumentNullException.ThrowIfNull(weight);
+        if (weight.dim() != 2 || weight.shape[0] != storage.Shape[0] || weight.shape[1] != storage.Shape[1])
+        {
+            throw new ArgumentException(
+                $"weight must have shape [{storage.Shape[0]}, {storage.Shape[1]}] (the storage's shape); got [{string.Join(", ", weight.shape)}].",
+                nameof(weight));
+        }
+
+        if (bias is not null && (bias.dim() != 1 || bias.shape[0] != storage.Shape[0]))
+        {
+            throw new ArgumentException(
+                $"bias must have shape [{storage.Shape[0]}]; got [{string.Join(", ", bias.shape)}].", nameof(bias));
+        }
+    }
+
     /// <summary>Returns <paramref name="tensor"/> in the dtype and device of <paramref name="like"/> (gradients flow through).</summary>
     public static Tensor Align(Tensor tensor, Tensor like) =>
         tensor.dtype == like.dtype && tensor.device == like.device ? tensor : tensor.to(like.dtype, like.device);

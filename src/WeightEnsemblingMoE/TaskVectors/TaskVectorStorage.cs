@@ -50,6 +50,26 @@ public abstract class TaskVectorStorage : nn.Module
     /// </summary>
     public abstract Tensor BatchedLinearDelta(Tensor input, Tensor routing);
 
+    /// <summary>
+    /// For a linear layer with base weight W [out, in] and base bias b [out]: given inputs x of shape [B, N, in] and routing
+    /// weights R of shape [B, T], returns x_b · (W + Σ_t R_{b,t} τ_t)ᵀ + b for every sample b, shape [B, N, out]. Equals
+    /// <c>linear(x, W, b) + BatchedLinearDelta(x, R)</c>; storages override it where folding W into the per-sample
+    /// weights saves work (dense and sparse storages then run one batched matmul instead of two).
+    /// </summary>
+    /// <param name="input">The inputs x, shape [B, N, in]; not disposed.</param>
+    /// <param name="routing">The routing weights R, shape [B, T]; gradients flow through them.</param>
+    /// <param name="weight">The base weight W, shape <see cref="Shape"/> = [out, in]; not disposed.</param>
+    /// <param name="bias">The base bias b, shape [out], or <see langword="null"/> for none.</param>
+    /// <returns>The outputs, shape [B, N, out].</returns>
+    /// <exception cref="ArgumentException">A shape does not match (the message names the argument).</exception>
+    public virtual Tensor BatchedLinear(Tensor input, Tensor routing, Tensor weight, Tensor? bias)
+    {
+        StorageArguments.BaseLinear(input, routing, weight, bias, this);
+        using var scope = NewDisposeScope();
+        var result = nn.functional.linear(input, weight, bias).add_(BatchedLinearDelta(input, routing));
+        return result.MoveToOuterDisposeScope();
+    }
+
     /// <summary>The task vector of one task, dense, with <see cref="Shape"/> (as stored: pruned or truncated).</summary>
     public abstract Tensor ToDense(int task);
 }
