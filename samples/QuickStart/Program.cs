@@ -1,50 +1,73 @@
+using Spectre.Console;
 using TorchSharp;
 using WeightEnsembling.Clip;
-using WeightEnsembling.Moe;
-using WeightEnsembling.Upscaling;
-using static TorchSharp.torch;
+using WeightEnsembling.Experiments;
+using WeightEnsembling.Tasks;
+using WeightEnsembling.Zoo;
 
-// A first look at the library on a tiny random CLIP vision model: upcycle three "fine-tuned" experts into a WEMoE
-// model, run it with per-sample routing, and merge it back into a plain model.
+// QuickStart: six real tasks (Fashion-MNIST, OpenCV's handwritten digits and the UCI optical digits, each upright and
+// under a domain shift), one small CLIP-architecture vision transformer and six fine-tuned copies of it, shipped in
+// assets/ (reproducible with tools/WeightEnsemblingMoE.Zoo). It merges the six experts into one model with several
+// methods and prints the papers' table: test accuracy per task, the average last.
+torch.set_num_threads(Environment.ProcessorCount);
 torch.manual_seed(0);
-var config = new ClipVisionConfig
-{
-    HiddenSize = 64, IntermediateSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4,
-    ImageSize = 28, PatchSize = 4, NumChannels = 3, ProjectionDim = 32,
-};
-using var pretrained = new ClipVisionModel(config);
-var experts = Enumerable.Range(0, 3).Select(t =>
-{
-    var expert = new ClipVisionModel(config);
-    using var noGrad = no_grad();
-    var source = pretrained.state_dict();
-    foreach (var (name, tensor) in expert.state_dict())
+string assets = Path.Combine(AppContext.BaseDirectory, "assets");
+AnsiConsole.MarkupLine("[bold]WeightEnsemblingMoE[/] QuickStart: merge six fine-tuned vision transformers into one model.");
+
+using var pretrained = ClipVisionModel.FromPretrained(Path.Combine(assets, "zoo", "pretrained"));
+var experts = SuiteTask.All.Select(t => ClipVisionModel.FromPretrained(Path.Combine(assets, "zoo", t.Name))).ToList();
+var tasks = SuiteTask.All.Select(t => new BenchmarkTask(
+    t.Name,
+    t.Load(Path.Combine(assets, "data"), "val"),
+    t.Load(Path.Combine(assets, "data"), "test"),
+    TaskHead.Load(Path.Combine(assets, "zoo", "heads", $"{t.Name}.safetensors")))).ToList();
+AnsiConsole.MarkupLine($"Loaded the zoo ({pretrained.parameters().Sum(p => p.numel()):N0} parameters per model) and {tasks.Sum(t => t.Test.Count):N0} test images over {tasks.Count} tasks.");
+
+MergingMethod[] methods =
+[
+    MergingMethod.Pretrained, MergingMethod.Individual, MergingMethod.TaskArithmetic, MergingMethod.Ties,
+    MergingMethod.AdaMergingLayerWise, MergingMethod.Wemoe, MergingMethod.EWemoe,
+];
+var results = new List<MethodResult>();
+AnsiConsole.Progress()
+    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+    .Start(context =>
     {
-        tensor.copy_(source[name] + randn(tensor.shape) * 0.02);
-    }
+        var bars = methods.ToDictionary(m => m, m => context.AddTask(MergingBenchmark.Label(m), autoStart: false, maxValue: 1));
+        foreach (var method in methods)
+        {
+            bars[method].StartTask();
+            var options = new MergingBenchmarkOptions { Methods = [method], AdaptationSteps = 200, EvaluationBatchSize = 250 };
+            results.AddRange(MergingBenchmark.Run(pretrained, experts, tasks, options));
+            bars[method].Value = 1;
+            bars[method].StopTask();
+        }
+    });
 
-    return expert;
-}).ToList();
-
-using var upscaled = Upscaler.Upcycle(pretrained, experts);
-var counts = upscaled.CountParameters();
-Console.WriteLine($"Upscaled {upscaled.Modules.Count} MLPs over {upscaled.TaskCount} experts: {counts.Trainable:N0} trainable / {counts.Total:N0} total parameters.");
-
-using var images = randn(4, 3, 28, 28);
-upscaled.RoutingMode = RoutingMode.PerSample;
-using (var output = upscaled.Forward(images))
+var table = new Table().Title("Test accuracy (%)").AddColumn("Method");
+foreach (var task in tasks)
 {
-    Console.WriteLine($"Image embeddings: [{string.Join(", ", output.ImageEmbeds!.shape)}]");
+    table.AddColumn(new TableColumn(task.Name).RightAligned());
 }
 
-foreach (var (path, routing) in upscaled.LastRoutingWeights())
+table.AddColumn(new TableColumn("[bold]Avg.[/]").RightAligned()).AddColumn(new TableColumn("time").RightAligned());
+foreach (var result in results)
 {
-    Console.WriteLine($"{path}: routing of sample 0 = [{string.Join(", ", routing[0].data<float>().ToArray().Select(v => v.ToString("F3")))}]");
+    var cells = new List<string> { result.Report.Method };
+    cells.AddRange(result.Report.Scores.Select(s => $"{s.Accuracy * 100:F1}"));
+    cells.Add($"[bold]{result.Report.AverageAccuracy * 100:F1}[/]");
+    cells.Add($"{result.Elapsed.TotalSeconds:F0} s");
+    table.AddRow(cells.ToArray());
 }
 
-using var plain = upscaled.MergeAndUnload(tensor(new float[] { 0.3f, 0.3f, 0.3f }));
-Console.WriteLine($"Merged back into a plain model with {plain.parameters().Sum(p => p.numel()):N0} parameters.");
-foreach (var expert in experts)
-{
-    expert.Dispose();
-}
+AnsiConsole.Write(table);
+var wemoe = results.Single(r => r.Method == MergingMethod.Wemoe);
+var arithmetic = results.Single(r => r.Method == MergingMethod.TaskArithmetic);
+var individual = results.Single(r => r.Method == MergingMethod.Individual);
+AnsiConsole.MarkupLine(
+    $"WEMoE keeps one model for all six tasks: {wemoe.Report.AverageAccuracy * 100:F1}% on average, against "
+    + $"{arithmetic.Report.AverageAccuracy * 100:F1}% for task arithmetic and {individual.Report.AverageAccuracy * 100:F1}% for six separate experts.");
+AnsiConsole.MarkupLine($"Its routers ({wemoe.Parameters!.Trainable:N0} parameters) were trained by test-time adaptation on unlabeled test images only ({wemoe.Detail}).");
+
+experts.ForEach(e => e.Dispose());
+tasks.ForEach(t => { t.Validation.Dispose(); t.Test.Dispose(); t.Head.Dispose(); });

@@ -1,0 +1,64 @@
+namespace WeightEnsembling.Experiments;
+
+/// <summary>Options of <see cref="MergingBenchmark"/>.</summary>
+public sealed class MergingBenchmarkOptions
+{
+    /// <summary>The methods to run, in order. The default value is every <see cref="MergingMethod"/>.</summary>
+    public IReadOnlyList<MergingMethod> Methods { get; set; } = Enum.GetValues<MergingMethod>();
+
+    /// <summary>Test-time adaptation steps for WEMoE, E-WEMoE and AdaMerging. The default value is 1000 (FusionBench's).</summary>
+    public int AdaptationSteps { get; set; } = 1000;
+
+    /// <summary>Learning rate of the routers' test-time adaptation. The default value is 1e-3.</summary>
+    public double WemoeLearningRate { get; set; } = 1e-3;
+
+    /// <summary>Learning rate of AdaMerging. The default value is 1e-3.</summary>
+    public double AdaMergingLearningRate { get; set; } = 1e-3;
+
+    /// <summary>Batch size per task for test-time adaptation. The default value is 16.</summary>
+    public int BatchSize { get; set; } = 16;
+
+    /// <summary>Batch size for evaluation. The default value is 256.</summary>
+    public int EvaluationBatchSize { get; set; } = 256;
+
+    /// <summary>The λ values searched on validation for task arithmetic and TIES. The default value is 0.1, 0.2, …, 1.0.</summary>
+    public IReadOnlyList<double> LambdaGrid { get; set; } = Enumerable.Range(1, 10).Select(i => i / 10.0).ToArray();
+
+    /// <summary>Rank of the low-rank WEMoE task vectors. The default value is 16.</summary>
+    public int LowRank { get; set; } = 16;
+
+    /// <summary>Training steps of PWEMoE (linear scalarization). The default value is 500.</summary>
+    public int ParetoSteps { get; set; } = 500;
+
+    /// <summary>Examples per task for Fisher merging and RegMean. The default value is 256.</summary>
+    public int DataAwareExamples { get; set; } = 256;
+
+    /// <summary>The seed of every random choice. The default value is 0.</summary>
+    public int Seed { get; set; }
+
+    /// <summary>Checks the options, naming the first bad one.</summary>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    public void Validate()
+    {
+        if (Methods is null || Methods.Count == 0)
+        {
+            throw new ArgumentException($"{nameof(Methods)} must name at least one method.", nameof(Methods));
+        }
+
+        if (AdaptationSteps < 1 || ParetoSteps < 1 || BatchSize < 1 || EvaluationBatchSize < 1 || DataAwareExamples < 1 || LowRank < 1)
+        {
+            throw new ArgumentException(
+                $"{nameof(AdaptationSteps)}, {nameof(ParetoSteps)}, {nameof(BatchSize)}, {nameof(EvaluationBatchSize)}, {nameof(DataAwareExamples)} and {nameof(LowRank)} must be positive.");
+        }
+
+        if (LambdaGrid is null || LambdaGrid.Count == 0 || LambdaGrid.Any(l => !double.IsFinite(l)))
+        {
+            throw new ArgumentException($"{nameof(LambdaGrid)} must hold finite values.", nameof(LambdaGrid));
+        }
+
+        if (!(WemoeLearningRate > 0) || !(AdaMergingLearningRate > 0))
+        {
+            throw new ArgumentException($"{nameof(WemoeLearningRate)} and {nameof(AdaMergingLearningRate)} must be positive.");
+        }
+    }
+}

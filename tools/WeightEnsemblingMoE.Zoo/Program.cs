@@ -1,0 +1,65 @@
+using System.Text;
+using TorchSharp;
+using WeightEnsembling.Clip;
+using WeightEnsembling.Evaluation;
+using WeightEnsembling.Experiments;
+using WeightEnsembling.Tasks;
+using WeightEnsembling.Zoo;
+
+// The suite tool: prepare the data, build the zoo, run the benchmark. See docs/results/README.md and docs/datasets.md.
+//   prepare OUT_DATA [seed]
+//   build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps]
+//   export-quickstart DATA ZOO OUT_ASSETS
+//   run DATA ZOO OUT_RESULTS [adaptation-steps]
+torch.set_num_threads(Environment.ProcessorCount);
+switch (args.FirstOrDefault())
+{
+    case "prepare":
+        SuiteData.Prepare(args[1], args.Length > 2 ? int.Parse(args[2]) : 0);
+        Console.WriteLine($"prepared data in {args[1]}");
+        return 0;
+    case "build-zoo":
+        ZooBuilder.Build(args[1], args[2], args.Length > 3 ? int.Parse(args[3]) : 0,
+            args.Length > 4 ? int.Parse(args[4]) : 600, args.Length > 5 ? int.Parse(args[5]) : 300, Console.WriteLine);
+        return 0;
+    case "export-quickstart":
+        QuickStartAssets.Export(args[1], args[2], args[3]);
+        Console.WriteLine($"wrote the QuickStart assets to {args[3]}");
+        return 0;
+    case "run":
+        return Run(args[1], args[2], args[3], args.Length > 4 ? int.Parse(args[4]) : 1000);
+    default:
+        Console.Error.WriteLine("usage: prepare OUT [seed] | build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps] | run DATA ZOO OUT [adaptation-steps]");
+        return 2;
+}
+
+static int Run(string data, string zoo, string output, int steps)
+{
+    using var pretrained = ClipVisionModel.FromPretrained(Path.Combine(zoo, "pretrained"));
+    var experts = SuiteTask.All.Select(t => ClipVisionModel.FromPretrained(Path.Combine(zoo, t.Name))).ToList();
+    var tasks = SuiteTask.All.Select(t => new BenchmarkTask(
+        t.Name, t.Load(data, "val"), t.Load(data, "test"), TaskHead.Load(Path.Combine(zoo, "heads", $"{t.Name}.safetensors")))).ToList();
+    var options = new MergingBenchmarkOptions { AdaptationSteps = steps };
+    var started = DateTime.UtcNow;
+    var results = MergingBenchmark.Run(pretrained, experts, tasks, options, new Progress<string>(Console.WriteLine));
+    Directory.CreateDirectory(output);
+    var markdown = new StringBuilder();
+    markdown.AppendLine("# Real-data merging benchmark").AppendLine();
+    markdown.AppendLine($"Run {started:yyyy-MM-dd HH:mm} UTC on {Environment.ProcessorCount} cores: `dotnet run -c Release --project tools/WeightEnsemblingMoE.Zoo -- run {data} {zoo} {output} {steps}`.").AppendLine();
+    markdown.AppendLine("## Test accuracy (%)").AppendLine();
+    markdown.AppendLine(EvaluationReport.ToMarkdown(results.Select(r => r.Report)));
+    markdown.AppendLine("## Parameters and time").AppendLine();
+    markdown.AppendLine("| method | trainable | total | MB | time (s) | note |");
+    markdown.AppendLine("| --- | ---: | ---: | ---: | ---: | --- |");
+    foreach (var r in results)
+    {
+        markdown.AppendLine($"| {r.Report.Method} | {r.Parameters?.Trainable.ToString("N0") ?? "-"} | {r.Parameters?.Total.ToString("N0") ?? "-"} | {(r.Parameters is null ? "-" : (r.Parameters.Bytes / 1048576.0).ToString("F2"))} | {r.Elapsed.TotalSeconds:F0} | {r.Detail} |");
+    }
+
+    File.WriteAllText(Path.Combine(output, "benchmark.md"), markdown.ToString());
+    File.WriteAllText(Path.Combine(output, "benchmark.json"), "[" + string.Join(",\n", results.Select(r => r.Report.ToJson())) + "]");
+    Console.WriteLine(markdown);
+    experts.ForEach(e => e.Dispose());
+    tasks.ForEach(t => { t.Validation.Dispose(); t.Test.Dispose(); t.Head.Dispose(); });
+    return 0;
+}
