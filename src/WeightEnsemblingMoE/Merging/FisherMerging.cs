@@ -1,5 +1,9 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using TorchSharp;
 using WeightEnsembling.Clip;
+using WeightEnsembling.Diagnostics;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
@@ -103,6 +107,7 @@ public static class FisherMerging
     /// <param name="options">The options; defaults when null.</param>
     /// <param name="progress">Receives a report after each batch.</param>
     /// <param name="cancellationToken">Checked before each batch.</param>
+    /// <param name="logger">Receives each task's time and the total (information). The default value is <see cref="NullLogger.Instance"/>.</param>
     /// <returns>A new plain model (in eval mode) owned by the caller.</returns>
     public static ClipVisionModel Run(
         IReadOnlyList<ClipVisionModel> finetuned,
@@ -110,7 +115,8 @@ public static class FisherMerging
         IReadOnlyList<TaskDataset> datasets,
         FisherMergingOptions? options = null,
         IProgress<MergeProgress>? progress = null,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default,
+        ILogger? logger = null)
     {
         DataAwareMergeSupport.CheckModelsAndData(finetuned, datasets);
         ArgumentNullException.ThrowIfNull(heads);
@@ -126,9 +132,12 @@ public static class FisherMerging
             CheckTask(heads[t] ?? throw new ArgumentException($"Head {t} is null.", nameof(heads)), datasets[t], options, $"Dataset {t}", nameof(datasets));
         }
 
+        logger ??= NullLogger.Instance;
+        var stopwatch = Stopwatch.StartNew();
         using var sums = new Sums(options);
         for (int t = 0; t < finetuned.Count; t++)
         {
+            var taskStarted = stopwatch.Elapsed;
             var fisher = Fisher(finetuned[t], heads[t], datasets[t], options, progress, t, finetuned.Count, cancellationToken);
             var weights = StateDict.From(finetuned[t]);
             try
@@ -140,12 +149,16 @@ public static class FisherMerging
                 DataAwareMergeSupport.DisposeAll(fisher.Values);
                 DataAwareMergeSupport.DisposeAll(weights.Values);
             }
+
+            Log.MergeTaskCompleted(logger, Method, t, finetuned.Count, datasets[t].Name, (stopwatch.Elapsed - taskStarted).TotalMilliseconds);
         }
 
         var merged = sums.Result();
         try
         {
-            return DataAwareMergeSupport.Build(finetuned[0], merged);
+            var model = DataAwareMergeSupport.Build(finetuned[0], merged);
+            Log.MergeCompleted(logger, Method, finetuned.Count, stopwatch.Elapsed.TotalMilliseconds);
+            return model;
         }
         finally
         {

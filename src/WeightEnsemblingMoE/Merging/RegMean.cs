@@ -1,5 +1,9 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using TorchSharp;
 using WeightEnsembling.Clip;
+using WeightEnsembling.Diagnostics;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
@@ -59,13 +63,15 @@ public static class RegMean
     /// <param name="models">The fine-tuned state dicts, at least one, with equal keys and shapes.</param>
     /// <param name="gramMatrices">Per model, its Gram matrices [in, in] by module name; every model has the same modules.</param>
     /// <param name="options">The options (<see cref="RegMeanOptions.Alpha"/>, the fallback); defaults when null.</param>
+    /// <param name="logger">Receives a warning for every layer whose fallback is taken. The default value is <see cref="NullLogger.Instance"/>.</param>
     /// <returns>The merged state dict: new tensors in the models' dtypes, owned by the caller.</returns>
     /// <exception cref="ArgumentException">Counts, keys or shapes do not match, or a tensor is not finite; the message names it.</exception>
     /// <exception cref="InvalidOperationException">A summed Gram matrix is ill-conditioned and <see cref="RegMeanOptions.ThrowOnIllConditioned"/> is set.</exception>
     public static Dictionary<string, Tensor> Merge(
         IReadOnlyList<IReadOnlyDictionary<string, Tensor>> models,
         IReadOnlyList<IReadOnlyDictionary<string, Tensor>> gramMatrices,
-        RegMeanOptions? options = null)
+        RegMeanOptions? options = null,
+        ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(models);
         ArgumentNullException.ThrowIfNull(gramMatrices);
@@ -81,7 +87,7 @@ public static class RegMean
             throw new ArgumentException($"{models.Count} models need {models.Count} sets of Gram matrices; got {gramMatrices.Count}.", nameof(gramMatrices));
         }
 
-        using var sums = new Sums(options);
+        using var sums = new Sums(options, logger ?? NullLogger.Instance);
         for (int t = 0; t < models.Count; t++)
         {
             sums.Fold(t, models[t] ?? throw new ArgumentException($"Model {t} is null.", nameof(models)),
@@ -100,20 +106,25 @@ public static class RegMean
     /// <param name="options">The options; defaults when null.</param>
     /// <param name="progress">Receives a report after each batch.</param>
     /// <param name="cancellationToken">Checked before each batch.</param>
+    /// <param name="logger">Receives each task's time and the total (information) and every fallback taken (warning). The default value is <see cref="NullLogger.Instance"/>.</param>
     /// <returns>A new plain model (in eval mode) owned by the caller.</returns>
     public static ClipVisionModel Run(
         IReadOnlyList<ClipVisionModel> finetuned,
         IReadOnlyList<TaskDataset> datasets,
         RegMeanOptions? options = null,
         IProgress<MergeProgress>? progress = null,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default,
+        ILogger? logger = null)
     {
         DataAwareMergeSupport.CheckModelsAndData(finetuned, datasets);
         options ??= new RegMeanOptions();
         options.Validate();
-        using var sums = new Sums(options);
+        logger ??= NullLogger.Instance;
+        var stopwatch = Stopwatch.StartNew();
+        using var sums = new Sums(options, logger);
         for (int t = 0; t < finetuned.Count; t++)
         {
+            var taskStarted = stopwatch.Elapsed;
             var grams = Grams(finetuned[t], datasets[t], options, progress, t, finetuned.Count, cancellationToken);
             var weights = StateDict.From(finetuned[t]);
             try
@@ -125,12 +136,16 @@ public static class RegMean
                 DataAwareMergeSupport.DisposeAll(grams.Values);
                 DataAwareMergeSupport.DisposeAll(weights.Values);
             }
+
+            Log.MergeTaskCompleted(logger, Method, t, finetuned.Count, datasets[t].Name, (stopwatch.Elapsed - taskStarted).TotalMilliseconds);
         }
 
         var merged = sums.Solve();
         try
         {
-            return DataAwareMergeSupport.Build(finetuned[0], merged);
+            var model = DataAwareMergeSupport.Build(finetuned[0], merged);
+            Log.MergeCompleted(logger, Method, finetuned.Count, stopwatch.Elapsed.TotalMilliseconds);
+            return model;
         }
         finally
         {
@@ -233,7 +248,7 @@ public static class RegMean
     }
 
     /// <summary>The running sums of one merge: Σ G̃_t and Σ G̃_t W_tᵀ per module, Σ θ_t per tensor (float32).</summary>
-    private sealed class Sums(RegMeanOptions options) : IDisposable
+    private sealed class Sums(RegMeanOptions options, ILogger logger) : IDisposable
     {
         private readonly Dictionary<string, Tensor> grams = new(StringComparer.Ordinal);
         private readonly Dictionary<string, Tensor> products = new(StringComparer.Ordinal);
@@ -373,9 +388,11 @@ public static class RegMean
             double epsilon = options.RidgeRatio * a.diagonal().mean().item<double>();
             if (!(epsilon > 0) || double.IsInfinity(epsilon))
             {
+                Log.RegMeanAverageFallback(logger, module);
                 return average; // A zero Gram matrix: no task says anything about this layer.
             }
 
+            Log.RegMeanRidgeFallback(logger, module, epsilon);
             var ridge = a + (eye(a.shape[0], dtype: ScalarType.Float64) * epsilon);
             return linalg.solve(ridge, b + (average.t() * epsilon)).t();
         }

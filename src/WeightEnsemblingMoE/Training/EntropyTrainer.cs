@@ -1,5 +1,8 @@
 using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using TorchSharp;
+using WeightEnsembling.Diagnostics;
 using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
 
@@ -18,6 +21,26 @@ namespace WeightEnsembling.Training;
 /// </remarks>
 public sealed class EntropyTrainer : ITestTimeAdapter
 {
+    private readonly ILogger logger;
+    private readonly TestTimeAdaptationOptions? defaultOptions;
+
+    /// <summary>Creates a trainer.</summary>
+    /// <param name="logger">
+    /// Receives the run's start and end, resumption, checkpoints (information) and each step's loss and time (debug). The
+    /// default value is <see cref="NullLogger{T}.Instance"/>.
+    /// </param>
+    /// <param name="defaultOptions">
+    /// The options used when <see cref="Adapt"/> is given none (copied and validated now), or <see langword="null"/> for
+    /// <see cref="TestTimeAdaptationOptions"/>'s defaults. The default value is <see langword="null"/>.
+    /// </param>
+    /// <exception cref="ArgumentException">An option of <paramref name="defaultOptions"/> is invalid (the message names it).</exception>
+    public EntropyTrainer(ILogger<EntropyTrainer>? logger = null, TestTimeAdaptationOptions? defaultOptions = null)
+    {
+        this.logger = logger ?? NullLogger<EntropyTrainer>.Instance;
+        defaultOptions?.Validate();
+        this.defaultOptions = defaultOptions?.Clone();
+    }
+
     /// <inheritdoc/>
     /// <exception cref="ArgumentException">The tasks or the options are invalid (the message names which).</exception>
     /// <exception cref="InvalidDataException">The checkpoint to resume from does not fit the model.</exception>
@@ -31,7 +54,7 @@ public sealed class EntropyTrainer : ITestTimeAdapter
     {
         ArgumentNullException.ThrowIfNull(model);
         ClassificationTask.Check(tasks, nameof(tasks));
-        options ??= new TestTimeAdaptationOptions();
+        options ??= defaultOptions ?? new TestTimeAdaptationOptions();
         options.Validate();
         options = options.Clone();
         var parameters = model.NamedTrainableParameters();
@@ -45,7 +68,10 @@ public sealed class EntropyTrainer : ITestTimeAdapter
         if (options.ResumeFrom is not null)
         {
             startStep = AdaptationCheckpoint.Load(options.ResumeFrom, model, optimizer).Step;
+            Log.AdaptationResumed(logger, options.ResumeFrom, startStep);
         }
+
+        Log.AdaptationStarting(logger, model.Method, tasks.Count, startStep, options.Steps, options.LearningRate);
 
         var streams = tasks.Select((t, i) => t.Data.Endless(options.BatchSize, options.Seed + i).GetEnumerator()).ToList();
         var stopwatch = Stopwatch.StartNew();
@@ -74,12 +100,20 @@ public sealed class EntropyTrainer : ITestTimeAdapter
                 }
 
                 double learningRate = options.LearningRateAt(step);
+                var stepStarted = stopwatch.Elapsed;
                 lastLosses = Step(model, tasks, streams, optimizer, learningRate, options.AccumulateGradientsPerTask);
                 step++;
+                if (logger.IsEnabled(LogLevel.Debug))
+                {
+                    Log.AdaptationStep(logger, step, options.Steps, lastLosses.Values.Average(), (stopwatch.Elapsed - stepStarted).TotalMilliseconds);
+                }
+
                 bool last = step == options.Steps;
                 if (options.CheckpointPath is not null && (last || (options.CheckpointEvery > 0 && step % options.CheckpointEvery == 0)))
                 {
+                    var saveStarted = stopwatch.Elapsed;
                     AdaptationCheckpoint.Save(options.CheckpointPath, model, step, options, optimizer);
+                    Log.CheckpointSaved(logger, options.CheckpointPath, step, (stopwatch.Elapsed - saveStarted).TotalMilliseconds);
                 }
 
                 if (progress is not null)
@@ -101,6 +135,7 @@ public sealed class EntropyTrainer : ITestTimeAdapter
             }
         }
 
+        Log.AdaptationCompleted(logger, cancelled ? "cancelled" : "completed", step, stopwatch.Elapsed.TotalSeconds);
         return new TestTimeAdaptationResult(startStep, step, cancelled, lastLosses, stopwatch.Elapsed);
     }
 

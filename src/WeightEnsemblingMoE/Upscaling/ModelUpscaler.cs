@@ -1,5 +1,9 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using TorchSharp;
 using WeightEnsembling.Clip;
+using WeightEnsembling.Diagnostics;
 using WeightEnsembling.Moe;
 using WeightEnsembling.Pareto;
 using WeightEnsembling.SafeTensors;
@@ -31,6 +35,7 @@ public sealed class ModelUpscaler
     private readonly string? pretrainedFolder;
     private readonly List<object> experts = [];
     private ModelUpscalerOptions options = new();
+    private ILogger logger = NullLogger<ModelUpscaler>.Instance;
 
     private ModelUpscaler(ClipVisionModel? model, string? folder)
     {
@@ -92,6 +97,19 @@ public sealed class ModelUpscaler
     {
         ArgumentNullException.ThrowIfNull(upscalerOptions);
         options = upscalerOptions.Clone();
+        return this;
+    }
+
+    /// <summary>
+    /// Sets the logger that receives the build's phases and timings (information: start and end; debug: each phase and
+    /// module). The default value is <see cref="NullLogger{T}.Instance"/>.
+    /// </summary>
+    /// <param name="upscalerLogger">The logger.</param>
+    /// <returns>This upscaler.</returns>
+    public ModelUpscaler WithLogger(ILogger upscalerLogger)
+    {
+        ArgumentNullException.ThrowIfNull(upscalerLogger);
+        logger = upscalerLogger;
         return this;
     }
 
@@ -280,16 +298,22 @@ public sealed class ModelUpscaler
         }
 
         Array.Sort(layers);
+        Log.UpscaleStarting(logger, expertSources.Count, string.Join(",", layers), options.Targets.ToString(), options.RouterDepth, options.TaskVectorStorage.Kind.ToString());
+        var total = Stopwatch.StartNew();
+        var phase = Stopwatch.StartNew();
         var result = new ClipVisionModel(config, pretrained.HasProjection);
         var upscaled = new List<(string Path, int Layer, UpscaleTargets Target, TModule Module)>();
         try
         {
             var keys = result.state_dict().Keys.ToArray();
             CheckExperts(pretrained, expertSources, keys);
+            Log.UpscalePhase(logger, "check experts", phase.Elapsed.TotalMilliseconds);
 
+            phase.Restart();
             var prefixes = layers.SelectMany(l => ModulePaths(l)).ToArray();
             bool IsUpscaled(string key) => prefixes.Any(p => key.StartsWith(p + ".", StringComparison.Ordinal));
             LoadBaseWeights(result, pretrained, expertSources, keys, IsUpscaled);
+            Log.UpscalePhase(logger, "merge base weights", phase.Elapsed.TotalMilliseconds);
 
             using var generator = new Generator(unchecked((ulong)options.Seed));
             foreach (int layer in layers)
@@ -297,6 +321,7 @@ public sealed class ModelUpscaler
                 var encoderLayer = result.Layers[layer];
                 foreach (var (target, path) in ModuleTargets(layer))
                 {
+                    phase.Restart();
                     var baseModule = target == UpscaleTargets.Mlp ? encoderLayer.Mlp : encoderLayer.SelfAttention;
                     var taskVectors = BuildTaskVectors(pretrained, expertSources, path, baseModule);
                     var module = wrap(baseModule, taskVectors, layer, generator);
@@ -310,6 +335,7 @@ public sealed class ModelUpscaler
                     }
 
                     upscaled.Add((path, layer, target, module));
+                    Log.ModuleUpscaled(logger, path, phase.Elapsed.TotalMilliseconds);
                 }
             }
 
@@ -327,7 +353,9 @@ public sealed class ModelUpscaler
                 }
             }
 
-            return finish(result, upscaled);
+            var finished = finish(result, upscaled);
+            Log.UpscaleCompleted(logger, upscaled.Count, total.Elapsed.TotalMilliseconds);
+            return finished;
         }
         catch
         {

@@ -1,0 +1,72 @@
+using WeightEnsembling.Evaluation;
+using WeightEnsembling.Moe;
+using WeightEnsembling.SafeTensors;
+using WeightEnsembling.Training;
+using WeightEnsembling.Upscaling;
+using static TorchSharp.torch;
+
+namespace DocsSnippets;
+
+/// <summary>The snippets of docs/getting-started.md.</summary>
+public static class GettingStartedSnippets
+{
+    /// <summary>Upcycles a pre-trained model and its experts from Hugging Face folders and runs the result.</summary>
+    public static UpscaledModel FirstUpcycle(string pretrainedFolder, string[] expertFolders, Tensor pixelValues)
+    {
+        #region FirstUpcycle
+        var upscaled = ModelUpscaler.ForFolder(pretrainedFolder)
+            .WithExpertFolders(expertFolders)
+            .WithRouterDepth(2)
+            .WithInitLambda(0.3)
+            .Build();
+        upscaled.RoutingMode = RoutingMode.PerSample;
+        using var output = upscaled.Forward(pixelValues);
+        Console.WriteLine($"{upscaled.Modules.Count} MoE modules, embeddings [{string.Join(", ", output.ImageEmbeds!.shape)}]");
+        #endregion
+        return upscaled;
+    }
+
+    /// <summary>Trains the routers by entropy minimisation on unlabelled test data.</summary>
+    public static TestTimeAdaptationResult Adapt(UpscaledModel upscaled, IReadOnlyList<ClassificationTask> tasks, string checkpointPath)
+    {
+        #region TestTimeAdaptation
+        var options = new TestTimeAdaptationOptions
+        {
+            Steps = 1000,
+            LearningRate = 1e-4,
+            BatchSize = 16,
+            CheckpointPath = checkpointPath,
+            CheckpointEvery = 100,
+        };
+        var progress = new Progress<TestTimeAdaptationProgress>(p => Console.WriteLine($"step {p.Step}/{p.TotalSteps}"));
+        var result = new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), tasks, options, progress);
+        #endregion
+        return result;
+    }
+
+    /// <summary>Measures each task's accuracy.</summary>
+    public static EvaluationReport Evaluate(UpscaledModel upscaled, IReadOnlyList<ClassificationTask> tasks)
+    {
+        #region Evaluate
+        var report = ModelEvaluator.Evaluate("WEMoE", upscaled, tasks, batchSize: 64);
+        Console.WriteLine(report.ToMarkdown());
+        #endregion
+        return report;
+    }
+
+    /// <summary>Saves the routers to a safetensors file and loads them into a freshly upcycled model.</summary>
+    public static void SaveAndLoadRouters(UpscaledModel upscaled, UpscaledModel rebuilt, string path)
+    {
+        #region SaveRouters
+        var routers = upscaled.RouterStateDict();
+        SafeTensorsWriter.Save(path, routers);
+
+        using var file = SafeTensorsFile.Open(path);
+        rebuilt.LoadRouterStateDict(file.LoadAll());
+        #endregion
+        foreach (var tensor in routers.Values)
+        {
+            tensor.Dispose();
+        }
+    }
+}
