@@ -9,8 +9,8 @@ public sealed class MergingBenchmarkOptions
     /// <summary>Test-time adaptation steps for WEMoE, E-WEMoE and AdaMerging. The default value is 1000 (FusionBench's).</summary>
     public int AdaptationSteps { get; set; } = 1000;
 
-    /// <summary>Learning rate of the routers' test-time adaptation. The default value is 1e-3.</summary>
-    public double WemoeLearningRate { get; set; } = 1e-3;
+    /// <summary>Learning rate of the routers' test-time adaptation. The default value is 1e-4 (FusionBench's).</summary>
+    public double WemoeLearningRate { get; set; } = 1e-4;
 
     /// <summary>Learning rate of AdaMerging. The default value is 1e-3.</summary>
     public double AdaMergingLearningRate { get; set; } = 1e-3;
