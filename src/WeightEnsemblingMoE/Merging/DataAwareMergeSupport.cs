@@ -90,21 +90,8 @@ internal static class DataAwareMergeSupport
     }
 
     /// <summary>A new plain model of <paramref name="like"/>'s architecture holding <paramref name="weights"/>.</summary>
-    public static ClipVisionModel Build(ClipVisionModel like, IReadOnlyDictionary<string, Tensor> weights)
-    {
-        var model = new ClipVisionModel(like.Config, like.HasProjection);
-        try
-        {
-            model.eval();
-            StateDict.LoadInto(model, weights, strict: true);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-    }
+    public static ClipVisionModel Build(ClipVisionModel like, IReadOnlyDictionary<string, Tensor> weights) =>
+        ModelMerging.WithWeights(like, weights);
 
     /// <summary>Disposes every tensor of <paramref name="tensors"/>.</summary>
     public static void DisposeAll(IEnumerable<Tensor> tensors)
@@ -117,4 +104,53 @@ internal static class DataAwareMergeSupport
 
     /// <summary>The shape of a tensor as text, e.g. <c>[3, 4]</c>.</summary>
     public static string Shape(Tensor tensor) => $"[{string.Join(", ", tensor.shape)}]";
+
+/// <summary>Checks model <paramref name="t"/>'s tensors against model 0's (recorded in <paramref name="reference"/> on first call): same keys, shapes, finite values.</summary>
+public static void CheckKeys(Dictionary<string, (ScalarType Type, long[] Shape)> reference, int t, IReadOnlyDictionary<string, Tensor> weights)
+    {
+        if (reference.Count == 0)
+        {
+            foreach (var (name, tensor) in weights)
+            {
+                var checkedTensor = tensor ?? throw new ArgumentException($"Tensor '{name}' of model {t} is null.", "models");
+                reference.Add(name, (checkedTensor.dtype, checkedTensor.shape));
+            }
+        }
+
+        var missing = reference.Keys.Where(k => !weights.ContainsKey(k)).ToArray();
+        var extra = weights.Keys.Where(k => !reference.ContainsKey(k)).ToArray();
+        if (missing.Length > 0 || extra.Length > 0)
+        {
+            throw new ArgumentException(
+                $"Model {t} does not match model 0: missing [{string.Join(", ", missing)}], extra [{string.Join(", ", extra)}].", "models");
+        }
+
+        foreach (var (name, tensor) in weights)
+        {
+            if (tensor is null || !tensor.shape.SequenceEqual(reference[name].Shape))
+            {
+                throw new ArgumentException(
+                    $"Tensor '{name}' of model {t} has shape {(tensor is null ? "null" : Shape(tensor))}; model 0 has [{string.Join(", ", reference[name].Shape)}].",
+                    "models");
+            }
+
+            if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
+            {
+                throw new ArgumentException($"Tensor '{name}' of model {t} contains NaN or Inf.", "models");
+            }
+        }
+    }
+
+/// <summary>Adds <paramref name="value"/> to the running sum <paramref name="name"/> (a detached copy on first use).</summary>
+public static void AddTo(Dictionary<string, Tensor> sums, string name, Tensor value)
+    {
+        if (sums.TryGetValue(name, out var sum))
+        {
+            sum.add_(value);
+        }
+        else
+        {
+            sums.Add(name, value.clone().DetachFromDisposeScope());
+        }
+    }
 }

@@ -296,7 +296,7 @@ public static class FisherMerging
 
         public void Fold(int t, IReadOnlyDictionary<string, Tensor> weights, IReadOnlyDictionary<string, Tensor> fisher)
         {
-            CheckKeys(t, weights);
+            DataAwareMergeSupport.CheckKeys(reference, t, weights);
             if (names is null)
             {
                 names = new HashSet<string>(fisher.Keys, StringComparer.Ordinal);
@@ -341,12 +341,12 @@ public static class FisherMerging
                 if (names.Contains(name))
                 {
                     var weight = (fisher[name].to(ScalarType.Float64) + options.MinimalFisher) * coefficient;
-                    Add(numerators, name, weight * tensor.to(ScalarType.Float64));
-                    Add(denominators, name, weight);
+                    DataAwareMergeSupport.AddTo(numerators, name, weight * tensor.to(ScalarType.Float64));
+                    DataAwareMergeSupport.AddTo(denominators, name, weight);
                 }
                 else if (tensor.is_floating_point())
                 {
-                    Add(totals, name, tensor.to(ScalarType.Float64));
+                    DataAwareMergeSupport.AddTo(totals, name, tensor.to(ScalarType.Float64));
                 }
                 else if (t == 0)
                 {
@@ -391,53 +391,6 @@ public static class FisherMerging
             {
                 DataAwareMergeSupport.DisposeAll(map.Values);
                 map.Clear();
-            }
-        }
-
-        private void CheckKeys(int t, IReadOnlyDictionary<string, Tensor> weights)
-        {
-            if (reference.Count == 0)
-            {
-                foreach (var (name, tensor) in weights)
-                {
-                    var checkedTensor = tensor ?? throw new ArgumentException($"Tensor '{name}' of model {t} is null.", "models");
-                    reference.Add(name, (checkedTensor.dtype, checkedTensor.shape));
-                }
-            }
-
-            var missing = reference.Keys.Where(k => !weights.ContainsKey(k)).ToArray();
-            var extra = weights.Keys.Where(k => !reference.ContainsKey(k)).ToArray();
-            if (missing.Length > 0 || extra.Length > 0)
-            {
-                throw new ArgumentException(
-                    $"Model {t} does not match model 0: missing [{string.Join(", ", missing)}], extra [{string.Join(", ", extra)}].", "models");
-            }
-
-            foreach (var (name, tensor) in weights)
-            {
-                if (tensor is null || !tensor.shape.SequenceEqual(reference[name].Shape))
-                {
-                    throw new ArgumentException(
-                        $"Tensor '{name}' of model {t} has shape {(tensor is null ? "null" : DataAwareMergeSupport.Shape(tensor))}; model 0 has [{string.Join(", ", reference[name].Shape)}].",
-                        "models");
-                }
-
-                if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
-                {
-                    throw new ArgumentException($"Tensor '{name}' of model {t} contains NaN or Inf.", "models");
-                }
-            }
-        }
-
-        private static void Add(Dictionary<string, Tensor> sums, string name, Tensor value)
-        {
-            if (sums.TryGetValue(name, out var sum))
-            {
-                sum.add_(value);
-            }
-            else
-            {
-                sums.Add(name, value.clone().DetachFromDisposeScope());
             }
         }
     }

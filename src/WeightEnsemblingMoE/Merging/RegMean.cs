@@ -260,7 +260,7 @@ public static class RegMean
 
         public void Fold(int t, IReadOnlyDictionary<string, Tensor> weights, IReadOnlyDictionary<string, Tensor> gramsOfTask)
         {
-            CheckKeys(t, weights);
+            DataAwareMergeSupport.CheckKeys(reference, t, weights);
             if (modules is null)
             {
                 modules = new HashSet<string>(gramsOfTask.Keys, StringComparer.Ordinal);
@@ -297,8 +297,8 @@ public static class RegMean
 
                 var reduced = (g * options.Alpha) + diag(g.diagonal() * (1 - options.Alpha));
                 var product = matmul(reduced, weight.to(ScalarType.Float32).t());
-                Add(grams, module, reduced);
-                Add(products, module, product);
+                DataAwareMergeSupport.AddTo(grams, module, reduced);
+                DataAwareMergeSupport.AddTo(products, module, product);
             }
 
             foreach (var (name, tensor) in weights)
@@ -306,7 +306,7 @@ public static class RegMean
                 using var scope = NewDisposeScope();
                 if (tensor.is_floating_point())
                 {
-                    Add(totals, name, tensor.to(ScalarType.Float32));
+                    DataAwareMergeSupport.AddTo(totals, name, tensor.to(ScalarType.Float32));
                 }
                 else if (t == 0)
                 {
@@ -395,53 +395,6 @@ public static class RegMean
             Log.RegMeanRidgeFallback(logger, module, epsilon);
             var ridge = a + (eye(a.shape[0], dtype: ScalarType.Float64) * epsilon);
             return linalg.solve(ridge, b + (average.t() * epsilon)).t();
-        }
-
-        private void CheckKeys(int t, IReadOnlyDictionary<string, Tensor> weights)
-        {
-            if (reference.Count == 0)
-            {
-                foreach (var (name, tensor) in weights)
-                {
-                    var checkedTensor = tensor ?? throw new ArgumentException($"Tensor '{name}' of model {t} is null.", "models");
-                    reference.Add(name, (checkedTensor.dtype, checkedTensor.shape));
-                }
-            }
-
-            var missing = reference.Keys.Where(k => !weights.ContainsKey(k)).ToArray();
-            var extra = weights.Keys.Where(k => !reference.ContainsKey(k)).ToArray();
-            if (missing.Length > 0 || extra.Length > 0)
-            {
-                throw new ArgumentException(
-                    $"Model {t} does not match model 0: missing [{string.Join(", ", missing)}], extra [{string.Join(", ", extra)}].", "models");
-            }
-
-            foreach (var (name, tensor) in weights)
-            {
-                if (tensor is null || !tensor.shape.SequenceEqual(reference[name].Shape))
-                {
-                    throw new ArgumentException(
-                        $"Tensor '{name}' of model {t} has shape {(tensor is null ? "null" : DataAwareMergeSupport.Shape(tensor))}; model 0 has [{string.Join(", ", reference[name].Shape)}].",
-                        "models");
-                }
-
-                if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
-                {
-                    throw new ArgumentException($"Tensor '{name}' of model {t} contains NaN or Inf.", "models");
-                }
-            }
-        }
-
-        private static void Add(Dictionary<string, Tensor> sums, string name, Tensor value)
-        {
-            if (sums.TryGetValue(name, out var sum))
-            {
-                sum.add_(value);
-            }
-            else
-            {
-                sums.Add(name, value.clone().DetachFromDisposeScope());
-            }
         }
     }
 }
