@@ -151,20 +151,7 @@ public sealed class WeightEnsemblingMoE : nn.Module<Tensor, Tensor>
             throw new ArgumentException("The routing vector contains NaN or Inf.", nameof(routing));
         }
 
-        var merged = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (name, parameter) in base_model.named_parameters())
-        {
-            var value = task_vectors.Contains(name)
-                ? parameter + task_vectors[name].WeightedSum(routing.to(parameter.dtype, parameter.device))
-                : parameter.detach().clone();
-            if (!value.isfinite().all().item<bool>())
-            {
-                throw new InvalidOperationException($"The merged tensor '{name}' contains NaN or Inf.");
-            }
-
-            merged[name] = value;
-        }
-
+        var merged = task_vectors.Merge(base_model, routing);
         foreach (var value in merged.Values)
         {
             value.MoveToOuterDisposeScope();

@@ -145,20 +145,7 @@ public sealed class ParetoWeightEnsemblingModule : nn.Module<Tensor, Tensor>
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var routing = gate.call(PreferenceTensor(p));
-        var merged = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (name, parameter) in base_model.named_parameters())
-        {
-            var result = task_vectors.Contains(name)
-                ? parameter + task_vectors[name].WeightedSum(routing.to(parameter.dtype, parameter.device))
-                : parameter.detach().clone();
-            if (!result.isfinite().all().item<bool>())
-            {
-                throw new InvalidOperationException($"The merged tensor '{name}' contains NaN or Inf.");
-            }
-
-            merged[name] = result;
-        }
-
+        var merged = task_vectors.Merge(base_model, routing);
         foreach (var tensor in merged.Values)
         {
             tensor.MoveToOuterDisposeScope();

@@ -229,4 +229,27 @@ public sealed class TaskVectorDictionary : nn.Module
                 $"Expert {expertIndex} has tensor(s) {string.Join(", ", extra.Select(m => $"'{m}'"))} that the pretrained state dict lacks.", "finetuned");
         }
     }
+
+    /// <summary>
+    /// θ_0 + Σ_t r_t τ_t for every parameter of <paramref name="baseModule"/> (parameters without task vectors are copied),
+    /// checked to be finite. Call under <c>no_grad()</c> inside a dispose scope; the caller moves the results out.
+    /// </summary>
+    internal Dictionary<string, Tensor> Merge(nn.Module baseModule, Tensor routing)
+    {
+        var merged = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var (name, parameter) in baseModule.named_parameters())
+        {
+            var value = Contains(name)
+                ? parameter + this[name].WeightedSum(routing.to(parameter.dtype, parameter.device))
+                : parameter.detach().clone();
+            if (!value.isfinite().all().item<bool>())
+            {
+                throw new InvalidOperationException($"The merged tensor '{name}' contains NaN or Inf.");
+            }
+
+            merged[name] = value;
+        }
+
+        return merged;
+    }
 }
