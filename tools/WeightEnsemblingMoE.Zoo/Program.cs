@@ -26,6 +26,12 @@ switch (args.FirstOrDefault())
         QuickStartAssets.Export(args[1], args[2], args[3]);
         Console.WriteLine($"wrote the QuickStart assets to {args[3]}");
         return 0;
+    case "diagnose":
+        Console.WriteLine(Diagnosis.Run(args[1], args[2], args.Length > 3 ? int.Parse(args[3]) : 1000, args.Length > 4 ? double.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture) : 0.3));
+        return 0;
+    case "diagnose-tta":
+        Console.WriteLine(Diagnosis.Adapt(args[1], args[2], int.Parse(args[3]), double.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture), int.Parse(args[5]), int.Parse(args[6])));
+        return 0;
     case "run":
         return Run(args[1], args[2], args[3], args.Length > 4 ? int.Parse(args[4]) : 1000);
     default:

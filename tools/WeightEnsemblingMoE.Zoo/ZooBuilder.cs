@@ -10,7 +10,7 @@ namespace WeightEnsembling.Zoo;
 /// <summary>
 /// Builds the suite's model zoo, all seeded: a small CLIP-architecture vision transformer "pre-trained" by rotation
 /// prediction on the pre-training pools (disjoint from every other split; the objective does not solve the tasks), one
-/// linear head per task fitted on the pre-trained features and frozen (CLIP's zero-shot head plays this part in the
+/// head per task of CLIP's zero-shot form fitted on the pre-trained features and frozen (CLIP's zero-shot head in the
 /// papers), and one fine-tuned encoder per task (encoder trained, head frozen).
 /// </summary>
 public static class ZooBuilder
@@ -32,15 +32,29 @@ public static class ZooBuilder
     {
         torch.manual_seed(seed);
         var watch = Stopwatch.StartNew();
-        using var pretrained = new ClipVisionModel(Config);
-        Pretrain(pretrained, dataFolder, seed, pretrainSteps, log);
-        Save(pretrained, Path.Combine(zooFolder, "pretrained"));
-        log($"pre-trained in {watch.Elapsed.TotalSeconds:F0} s");
+        // The pre-trained encoder does not depend on the heads or the fine-tuning: one already in the folder (from an
+        // earlier build with the same data, seed and steps) is reused, so heads and experts can be rebuilt alone.
+        string pretrainedFolder = Path.Combine(zooFolder, "pretrained");
+        using var pretrained = File.Exists(Path.Combine(pretrainedFolder, SafeTensorsWriter.SingleFileName))
+            ? ClipVisionModel.FromPretrained(pretrainedFolder)
+            : new ClipVisionModel(Config);
+        if (!File.Exists(Path.Combine(pretrainedFolder, SafeTensorsWriter.SingleFileName)))
+        {
+            Pretrain(pretrained, dataFolder, seed, pretrainSteps, log);
+            Save(pretrained, pretrainedFolder);
+            log($"pre-trained in {watch.Elapsed.TotalSeconds:F0} s");
+        }
+        else
+        {
+            log($"reusing the pre-trained encoder in {pretrainedFolder}");
+        }
+
+        pretrained.eval();
 
         foreach (var task in SuiteTask.All)
         {
             using var train = task.Load(dataFolder, "train");
-            using var head = FitHead(pretrained, train, seed, log);
+            using var head = FitHead(pretrained, train);
             Directory.CreateDirectory(Path.Combine(zooFolder, "heads"));
             head.Save(Path.Combine(zooFolder, "heads", $"{task.Name}.safetensors"));
             using var expert = new ClipVisionModel(Config);
@@ -97,22 +111,36 @@ public static class ZooBuilder
         model.eval();
     }
 
-    private static LinearClassificationHead FitHead(ClipVisionModel model, TaskDataset train, int seed, Action<string> log)
+    // CLIP's zero-shot head is a scaled cosine similarity between the normalised image embedding and one unit vector per
+    // class. Its stand-in here has the same form (a ZeroShotClassificationHead): the class vectors start at the normalised
+    // class means of the pre-trained features and are fitted with the logit scale (capped at CLIP's 100) on those features.
+    // A plain linear head would reward the norm of the features, so that entropy could be lowered by scaling task vectors
+    // up rather than by routing to the right expert (docs/results/README.md shows the evidence).
+    private static ZeroShotClassificationHead FitHead(ClipVisionModel model, TaskDataset train)
     {
         using var features = Features(model, train);
+        using var normalised = nn.functional.normalize(features, dim: 1);
         using var labels = cat(train.Batches(512).Select(b => { using (b) { return b.Labels!.alias(); } }).ToArray(), 0);
-        using var linear = nn.Linear(Config.ProjectionDim, 10);
-        using var optimizer = optim.Adam(linear.parameters(), lr: 1e-2);
+        using var means = zeros(10, Config.ProjectionDim).index_add_(0, labels, normalised, 1);
+        using var classes = nn.Parameter(nn.functional.normalize(means, dim: 1));
+        using var logScale = nn.Parameter(tensor((float)Math.Log(10.0)));
+        using var optimizer = optim.Adam([classes, logScale], lr: 1e-2);
         for (int step = 0; step < 300; step++)
         {
             using var scope = NewDisposeScope();
             optimizer.zero_grad();
-            var loss = nn.functional.cross_entropy(linear.forward(features), labels);
+            var logits = logScale.exp() * normalised.matmul(nn.functional.normalize(classes, dim: 1).t());
+            var loss = nn.functional.cross_entropy(logits, labels);
             loss.backward();
             optimizer.step();
+            using (no_grad())
+            {
+                logScale.clamp_(max: Math.Log(100.0));
+            }
         }
 
-        return new LinearClassificationHead(linear.weight!.detach(), linear.bias!.detach());
+        using var unit = nn.functional.normalize(classes.detach(), dim: 1);
+        return new ZeroShotClassificationHead(unit, logScale.item<float>());
     }
 
     private static Tensor Features(ClipVisionModel model, TaskDataset data)
