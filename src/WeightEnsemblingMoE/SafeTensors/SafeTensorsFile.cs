@@ -160,6 +160,78 @@ public sealed class SafeTensorsFile : IDisposable
         }
     }
 
+    /// <summary>
+    /// Reads the file's tensors straight into the parameters and buffers of <paramref name="module"/> whose state-dict
+    /// keys match, without an intermediate tensor where it can: a contiguous CPU target of the stored dtype receives the
+    /// mapped bytes directly (one copy, no allocation); other targets (another dtype or device, BOOL) go through
+    /// <see cref="Load(string)"/> and <c>copy_</c>. Same rules as <see cref="StateDict.LoadInto"/>: strict mode checks
+    /// every key and shape first and throws, leaving the module unchanged.
+    /// </summary>
+    /// <param name="module">The module to fill.</param>
+    /// <param name="strict">Whether any mismatch is an error. The default value is true.</param>
+    /// <returns>What was copied and what did not match.</returns>
+    /// <exception cref="StateDictLoadException">Strict mode found a mismatch.</exception>
+    public StateDictLoadReport LoadInto(nn.Module module, bool strict = true)
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        var targets = module.state_dict();
+        var loaded = new List<string>();
+        var missing = new List<string>();
+        var mismatches = new List<StateDictShapeMismatch>();
+        foreach (var (key, target) in targets)
+        {
+            if (!_header.Tensors.TryGetValue(key, out var info))
+            {
+                missing.Add(key);
+            }
+            else if (!info.Shape.SequenceEqual(target.shape))
+            {
+                mismatches.Add(new StateDictShapeMismatch(key, target.shape, info.Shape));
+            }
+            else
+            {
+                loaded.Add(key);
+            }
+        }
+
+        var unexpected = _names.Where(n => !targets.ContainsKey(n)).ToList();
+        loaded.Sort(StringComparer.Ordinal);
+        missing.Sort(StringComparer.Ordinal);
+        mismatches.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
+        var report = new StateDictLoadReport(loaded, missing, unexpected, mismatches);
+        if (strict && !report.IsExactMatch)
+        {
+            throw new StateDictLoadException(module.GetName(), report);
+        }
+
+        using var noGrad = torch.no_grad();
+        foreach (var key in loaded)
+        {
+            var target = targets[key];
+            var info = _header.Tensors[key];
+            if (info.DType != SafeTensorsDType.BOOL && SafeTensorsDTypes.ToScalarType(info.DType) == target.dtype
+                && target.device_type == DeviceType.CPU && target.is_contiguous())
+            {
+                lock (_gate)
+                {
+                    ObjectDisposedException.ThrowIf(_disposed, this);
+                    unsafe
+                    {
+                        var source = _base + _header.DataOffset + info.Begin;
+                        TensorBytes.Visit(target, (span, offset) => new ReadOnlySpan<byte>(source + offset, span.Length).CopyTo(span));
+                    }
+                }
+            }
+            else
+            {
+                using var value = Load(key);
+                target.copy_(value);
+            }
+        }
+
+        return report;
+    }
+
     /// <summary>Loads every tensor (see <see cref="Load(string)"/>).</summary>
     /// <returns>The tensors by name; the caller owns them.</returns>
     public Dictionary<string, Tensor> LoadAll()

@@ -120,7 +120,17 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
         var x = StorageArguments.Align(input, task_vectors);
         long b = x.shape[0], n = x.shape[1], outFeatures = Shape[0], inFeatures = Shape[1];
         Tensor result;
-        if (strategy == DenseLinearStrategy.Materialise)
+        if (strategy == DenseLinearStrategy.Materialise && NoGradientNeeded(x, r, weight, bias, task_vectors))
+        {
+            // Inference: merge and multiply block by block in a reused buffer (no B full weight sets, no page faults).
+            var flat = task_vectors.view(TaskCount, -1);
+            result = BlockedLinear(
+                x,
+                weight is null ? null : StorageArguments.Align(weight, task_vectors),
+                bias is null ? null : StorageArguments.Align(bias, task_vectors),
+                (block, row, rows) => block.addmm_(r, flat.narrow(1, row * inFeatures, rows * inFeatures), beta: 1, alpha: 1));
+        }
+        else if (strategy == DenseLinearStrategy.Materialise)
         {
             var merged = BatchedMergedWeights(r, weight);
             result = x.bmm(merged.transpose(1, 2));

@@ -1,28 +1,39 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.TaskVectors;
 
 /// <summary>
-/// Magnitude-pruned task vectors (E-WEMoE) stored compactly: for each task, the kept values and their flat element
-/// indices (int32 when the tensor has at most 2³¹ − 1 elements, else int64), concatenated over tasks into the frozen
-/// buffers <c>values</c> and <c>indices</c>. Bytes fall to about (1 − p) of dense times (1 + index size / value size).
+/// Magnitude-pruned task vectors (E-WEMoE) stored compactly: for each task, the kept values in ascending element order,
+/// concatenated over tasks into the frozen buffer <c>values</c>, and a bit mask of the kept positions, the frozen uint8
+/// buffer <c>mask</c> of shape [T, ⌈n / 8⌉] (n elements per task vector, 1 bit per element). Bytes fall to about
+/// (1 − p) of dense plus 1/32 of dense for the mask (float32): 13.1% of dense at p = 0.9.
 /// </summary>
 /// <remarks>
-/// Pruning rule, per task and per tensor: for p &gt; 0 keep the elements with |τ| strictly greater than the p-quantile of
-/// |τ| (torch.quantile's 'linear' method, computed with kthvalue), as FusionBench's sparse WEMoE does
+/// <para>Bit order: element i of task t (flat, row-major) is kept when bit i mod 8 (least significant bit first) of
+/// byte <c>mask[t, i / 8]</c> is set, as numpy's <c>packbits(..., bitorder="little")</c>; the padding bits of the last
+/// byte are zero. The values of task t are the kept elements in ascending i; task t's values start after the kept
+/// counts (mask popcounts) of tasks 0..t − 1.</para>
+/// <para>Pruning rule, per task and per tensor: for p &gt; 0 keep the elements with |τ| strictly greater than the
+/// p-quantile of |τ| (torch.quantile's 'linear' method, computed with kthvalue), as FusionBench's sparse WEMoE does
 /// (<c>mask = |τ| &gt; quantile(|τ|, p)</c>); for p = 0 keep every element, so the storage equals dense exactly
-/// (FusionBench's strict rule would drop the smallest-magnitude elements even at p = 0).
-/// All products are computed from the compact form with <c>index_add</c>; the dense [T, ...] stack is never rebuilt.
+/// (FusionBench's strict rule would drop the smallest-magnitude elements even at p = 0).</para>
+/// <para>Every product decodes the mask to element indices at compute time (a managed bit scan, O(n / 64 + kept)) and
+/// applies the values with <c>index_add</c>; the dense [T, ...] stack is never rebuilt. State dicts of the earlier
+/// layout (<c>values</c> and int32 <c>indices</c>) do not load into this one: a strict
+/// <see cref="SafeTensors.StateDict.LoadInto"/> reports the unexpected <c>indices</c> and missing <c>mask</c> keys;
+/// rebuild the storage from the experts.</para>
 /// </remarks>
 public sealed class SparseTaskVectorStorage : TaskVectorStorage
 {
 #pragma warning disable IDE1006 // Buffer names mirror PyTorch state-dict keys.
     private readonly Tensor values;
-    private readonly Tensor indices;
+    private readonly Tensor mask;
 #pragma warning restore IDE1006
-    private readonly long[] offsets;
     private readonly long elementsPerTask;
+    private readonly long maskBytesPerTask;
 
     /// <summary>Prunes and stores <paramref name="taskVectors"/> (one tensor per task, all of one shape; not modified).</summary>
     /// <param name="taskVectors">The task vectors τ_t, one per task.</param>
@@ -33,7 +44,10 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     {
     }
 
-    /// <summary>Concatenates per-task (values, indices) parts; copies them, so the caller still owns the parts.</summary>
+    /// <summary>
+    /// Builds the storage from per-task (values, flat indices) parts, any integer index type, any order (sorted here);
+    /// copies them, so the caller still owns the parts.
+    /// </summary>
     internal SparseTaskVectorStorage(IReadOnlyList<Tensor> values, IReadOnlyList<Tensor> indices, long[] shape, string name)
         : base(name, values.Count, shape)
     {
@@ -42,22 +56,27 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
             throw new ArgumentException("Each task needs both values and indices.", nameof(indices));
         }
 
-        offsets = new long[values.Count + 1];
-        for (int t = 0; t < values.Count; t++)
-        {
-            if (values[t].numel() != indices[t].numel())
-            {
-                throw new ArgumentException($"Task {t}: {values[t].numel()} values but {indices[t].numel()} indices.", nameof(indices));
-            }
-
-            offsets[t + 1] = offsets[t] + values[t].numel();
-        }
-
         elementsPerTask = shape.Aggregate(1L, (a, b) => a * b);
+        maskBytesPerTask = (elementsPerTask + 7) / 8;
         using (var scope = NewDisposeScope())
         {
-            this.values = cat(values.Select(v => v.reshape(-1)).ToArray(), 0).detach().DetachFromDisposeScope();
-            this.indices = cat(indices.Select(i => i.reshape(-1)).ToArray(), 0).DetachFromDisposeScope();
+            var sortedValues = new Tensor[values.Count];
+            var masks = new Tensor[values.Count];
+            for (int t = 0; t < values.Count; t++)
+            {
+                if (values[t].numel() != indices[t].numel())
+                {
+                    throw new ArgumentException($"Task {t}: {values[t].numel()} values but {indices[t].numel()} indices.", nameof(indices));
+                }
+
+                var flatIndices = indices[t].reshape(-1).to(ScalarType.Int64);
+                var order = flatIndices.argsort();
+                sortedValues[t] = values[t].detach().reshape(-1).index_select(0, order);
+                masks[t] = Pack(flatIndices, maskBytesPerTask);
+            }
+
+            this.values = cat(sortedValues, 0).DetachFromDisposeScope();
+            mask = stack(masks, 0).to(values[0].device).DetachFromDisposeScope();
         }
 
         RegisterComponents();
@@ -76,17 +95,20 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     public override TaskVectorStorageKind Kind => TaskVectorStorageKind.Sparse;
 
     /// <inheritdoc/>
-    public override long ElementCount => values.numel() + indices.numel();
+    /// <remarks>The kept values plus the mask's bytes (8 mask bits count as one element).</remarks>
+    public override long ElementCount => values.numel() + mask.numel();
 
     /// <inheritdoc/>
-    public override long Bytes => (values.numel() * values.ElementSize) + (indices.numel() * indices.ElementSize);
+    public override long Bytes => (values.numel() * values.ElementSize) + (mask.numel() * mask.ElementSize);
 
     /// <summary>The number of kept (non-pruned) elements of task <paramref name="task"/>.</summary>
     /// <param name="task">The task index, in [0, T).</param>
     public long KeptCount(int task)
     {
         CheckTask(task);
-        return offsets[task + 1] - offsets[task];
+        using var bytes = MaskBytes();
+        var counts = Counts(bytes);
+        return counts[task + 1] - counts[task];
     }
 
     /// <inheritdoc/>
@@ -94,10 +116,11 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     {
         using var scope = NewDisposeScope();
         var r = StorageArguments.Routing(routing, this, values);
+        var decoded = Decode(elementsPerTask);
         var result = zeros(elementsPerTask, values.dtype, values.device);
         for (int t = 0; t < TaskCount; t++)
         {
-            var (v, i) = Part(t);
+            var (v, i) = decoded.Part(values, t);
             result = result.index_add(0, i, v * r[t], 1);
         }
 
@@ -115,35 +138,51 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     /// <inheritdoc/>
     /// <remarks>
     /// Scatters the kept values, weighted per sample, into the per-sample deltas [B, out·in] (one in-place index_add per
-    /// task, no per-sample loop) and applies them with one batched matmul.
+    /// task, no per-sample loop) and applies them with one batched matmul; without gradients, block of output rows by
+    /// block in a reused buffer (see <see cref="BatchedLinear"/>).
     /// </remarks>
     public override Tensor BatchedLinearDelta(Tensor input, Tensor routing)
     {
         StorageArguments.LinearInput(input, routing, this);
         using var scope = NewDisposeScope();
         var r = StorageArguments.Align(routing, values);
+        var x = StorageArguments.Align(input, values);
+        if (NoGradientNeeded(x, r, null, null, values))
+        {
+            return Blocked(x, r, null, null).MoveToOuterDisposeScope();
+        }
+
         var deltas = Scatter(r).view(r.shape[0], Shape[0], Shape[1]);
-        var result = StorageArguments.Align(input, values).bmm(deltas.transpose(1, 2));
-        return result.MoveToOuterDisposeScope();
+        return x.bmm(deltas.transpose(1, 2)).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>
     /// <remarks>
     /// Scatters the weighted kept values into B copies of W (so W + Δ_b is built in one buffer) and runs one batched
-    /// matmul: half the matmul work of <c>linear(x, W, b) + BatchedLinearDelta(x, R)</c>. A <c>torch.sparse</c> CSR
-    /// matmul that never builds the B weight sets was measured about 10× slower on CPU (see docs/benchmarks.md).
+    /// matmul: half the matmul work of <c>linear(x, W, b) + BatchedLinearDelta(x, R)</c>. When no gradient is needed it
+    /// does so one block of output rows at a time in a reused buffer (the B full weight sets are never allocated). A
+    /// <c>torch.sparse</c> CSR matmul that never builds the B weight sets was measured about 10× slower on CPU (see
+    /// docs/benchmarks.md).
     /// </remarks>
     public override Tensor BatchedLinear(Tensor input, Tensor routing, Tensor weight, Tensor? bias)
     {
         StorageArguments.BaseLinear(input, routing, weight, bias, this);
         using var scope = NewDisposeScope();
         var r = StorageArguments.Align(routing, values);
-        var initial = StorageArguments.Align(weight, values).reshape(1, elementsPerTask).repeat(r.shape[0], 1);
-        var merged = Scatter(r, initial).view(r.shape[0], Shape[0], Shape[1]);
-        var result = StorageArguments.Align(input, values).bmm(merged.transpose(1, 2));
-        if (bias is not null)
+        var x = StorageArguments.Align(input, values);
+        var w = StorageArguments.Align(weight, values);
+        var b = bias is null ? null : StorageArguments.Align(bias, values);
+        if (NoGradientNeeded(x, r, w, b, values))
         {
-            result = result.add_(StorageArguments.Align(bias, values));
+            return Blocked(x, r, w, b).MoveToOuterDisposeScope();
+        }
+
+        var initial = w.reshape(1, elementsPerTask).repeat(r.shape[0], 1);
+        var merged = Scatter(r, initial).view(r.shape[0], Shape[0], Shape[1]);
+        var result = x.bmm(merged.transpose(1, 2));
+        if (b is not null)
+        {
+            result = result.add_(b);
         }
 
         return result.MoveToOuterDisposeScope();
@@ -154,7 +193,7 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     {
         CheckTask(task);
         using var scope = NewDisposeScope();
-        var (v, i) = Part(task);
+        var (v, i) = Decode(elementsPerTask).Part(values, task);
         var result = zeros(elementsPerTask, values.dtype, values.device).index_add(0, i, v, 1);
         return result.view(Shape.ToArray()).MoveToOuterDisposeScope();
     }
@@ -183,6 +222,92 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
         }
 
         return (values.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// The kept positions of each task as indices local to blocks of <paramref name="blockElements"/> consecutive
+    /// elements (global flat indices when <paramref name="blockElements"/> ≥ n), int64 on the storage's device, in the
+    /// layout of <c>values</c>; <c>Bounds[t][j]</c> is where block j of task t starts in it.
+    /// </summary>
+    internal DecodedMask Decode(long blockElements)
+    {
+        using var bytes = MaskBytes();
+        var counts = Counts(bytes);
+        long blocks = Math.Max(1, (elementsPerTask + blockElements - 1) / blockElements);
+        var bounds = new long[TaskCount][];
+        var indices = empty(counts[TaskCount], ScalarType.Int64);
+        var output = counts[TaskCount] == 0 ? [] : MemoryMarshal.Cast<byte, long>(indices.bytes);
+        var source = bytes.bytes;
+        for (int t = 0; t < TaskCount; t++)
+        {
+            var taskBounds = bounds[t] = new long[blocks + 1];
+            var row = source.Slice(checked((int)(t * maskBytesPerTask)), checked((int)maskBytesPerTask));
+            int k = checked((int)counts[t]);
+            long block = 0, blockStart = 0, blockEnd = Math.Min(blockElements, elementsPerTask);
+            taskBounds[0] = k;
+            var words = BitConverter.IsLittleEndian ? MemoryMarshal.Cast<byte, ulong>(row) : [];
+            for (int w = 0; w < words.Length; w++)
+            {
+                ulong word = words[w];
+                while (word != 0)
+                {
+                    long position = (64L * w) + BitOperations.TrailingZeroCount(word);
+                    word &= word - 1;
+                    while (position >= blockEnd)
+                    {
+                        taskBounds[++block] = k;
+                        blockStart = blockEnd;
+                        blockEnd = Math.Min(blockEnd + blockElements, elementsPerTask);
+                    }
+
+                    output[k++] = position - blockStart;
+                }
+            }
+
+            for (int i = words.Length * 8; i < row.Length; i++)
+            {
+                int value = row[i];
+                while (value != 0)
+                {
+                    long position = (8L * i) + BitOperations.TrailingZeroCount(value);
+                    value &= value - 1;
+                    while (position >= blockEnd)
+                    {
+                        taskBounds[++block] = k;
+                        blockStart = blockEnd;
+                        blockEnd = Math.Min(blockEnd + blockElements, elementsPerTask);
+                    }
+
+                    output[k++] = position - blockStart;
+                }
+            }
+
+            while (block < blocks)
+            {
+                taskBounds[++block] = k;
+            }
+        }
+
+        return new DecodedMask(indices.device == values.device ? indices : indices.to(values.device), bounds);
+    }
+
+    /// <summary>Decoded kept positions (see <see cref="Decode"/>).</summary>
+    internal sealed record DecodedMask(Tensor Indices, long[][] Bounds)
+    {
+        /// <summary>The values and indices of block <paramref name="block"/> of task <paramref name="task"/> (views).</summary>
+        public (Tensor Values, Tensor Indices) Part(Tensor values, int task, int block = 0)
+        {
+            long start = Bounds[task][block], length = Bounds[task][block + 1] - start;
+            return (values.narrow(0, start, length), Indices.narrow(0, start, length));
+        }
+    }
+
+    /// <summary>Packs flat int64 indices into a mask row of <paramref name="bytes"/> bytes (LSB-first bit order).</summary>
+    private static Tensor Pack(Tensor indices, long bytes)
+    {
+        var bits = zeros(bytes * 8, ScalarType.Byte, indices.device).index_fill_(0, indices, 1).view(bytes, 8);
+        var weights = tensor(new byte[] { 1, 2, 4, 8, 16, 32, 64, 128 }, device: indices.device);
+        return bits.mul(weights).sum(1L, type: ScalarType.Int32).to(ScalarType.Byte).cpu();
     }
 
     private static (List<Tensor>, List<Tensor>, long[]) Prune(IReadOnlyList<Tensor> taskVectors, double sparsityRatio)
@@ -218,23 +343,82 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
         return (values, indices, shape);
     }
 
+    /// <summary>The mask as a contiguous uint8 CPU tensor (a new handle; <c>to(dtype)</c> may have converted the buffer).</summary>
+    private Tensor MaskBytes()
+    {
+        if (mask.dtype == ScalarType.Byte && mask.device_type == DeviceType.CPU && mask.is_contiguous())
+        {
+            return mask.alias();
+        }
+
+        using var scope = NewDisposeScope();
+        return mask.to(ScalarType.Byte).cpu().contiguous().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Prefix sums of the kept counts: counts[t] is where task t's values start, counts[T] the total.</summary>
+    private long[] Counts(Tensor bytes)
+    {
+        var source = bytes.bytes;
+        var counts = new long[TaskCount + 1];
+        for (int t = 0; t < TaskCount; t++)
+        {
+            var row = source.Slice(checked((int)(t * maskBytesPerTask)), checked((int)maskBytesPerTask));
+            long count = 0;
+            var words = BitConverter.IsLittleEndian ? MemoryMarshal.Cast<byte, ulong>(row) : [];
+            foreach (var word in words)
+            {
+                count += BitOperations.PopCount(word);
+            }
+
+            for (int i = words.Length * 8; i < row.Length; i++)
+            {
+                count += BitOperations.PopCount(row[i]);
+            }
+
+            counts[t + 1] = counts[t] + count;
+        }
+
+        if (counts[TaskCount] != values.numel())
+        {
+            throw new InvalidOperationException(
+                $"Sparse storage '{GetName()}': the mask keeps {counts[TaskCount]} elements but 'values' holds {values.numel()}.");
+        }
+
+        return counts;
+    }
+
     /// <summary>Adds Σ_t R_bt τ_t into <paramref name="initial"/> [B, out·in] (a new zero tensor when null), in place.</summary>
     private Tensor Scatter(Tensor routing, Tensor? initial = null)
     {
+        var decoded = Decode(elementsPerTask);
         var result = initial ?? zeros(routing.shape[0], elementsPerTask, values.dtype, values.device);
         for (int t = 0; t < TaskCount; t++)
         {
-            var (v, i) = Part(t);
+            var (v, i) = decoded.Part(values, t);
             result = result.index_add_(1, i, routing.narrow(1, t, 1) * v.unsqueeze(0), 1);
         }
 
         return result;
     }
 
-    /// <summary>The values and int64 indices of one task (TorchSharp's index_add accepts int64 indices only).</summary>
-    private (Tensor Values, Tensor Indices) Part(int task) =>
-        (values.narrow(0, offsets[task], offsets[task + 1] - offsets[task]),
-         indices.narrow(0, offsets[task], offsets[task + 1] - offsets[task]).to(ScalarType.Int64));
+    /// <summary>The per-sample linear layer block of output rows by block, in the reused buffer (no gradient needed).</summary>
+    private Tensor Blocked(Tensor x, Tensor r, Tensor? w, Tensor? b)
+    {
+        long rowsPerBlock = RowsPerBlock(x.shape[0]);
+        var decoded = Decode(rowsPerBlock * Shape[1]);
+        return BlockedLinear(x, w, b, (block, row, rows) =>
+        {
+            int j = checked((int)(row / rowsPerBlock));
+            for (int t = 0; t < TaskCount; t++)
+            {
+                var (v, i) = decoded.Part(values, t, j);
+                if (i.numel() > 0)
+                {
+                    block.index_add_(1, i, r.narrow(1, t, 1) * v.unsqueeze(0), 1);
+                }
+            }
+        });
+    }
 
     private void CheckTask(int task)
     {

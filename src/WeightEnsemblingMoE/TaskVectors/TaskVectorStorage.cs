@@ -72,4 +72,119 @@ public abstract class TaskVectorStorage : nn.Module
 
     /// <summary>The task vector of one task, dense, with <see cref="Shape"/> (as stored: pruned or truncated).</summary>
     public abstract Tensor ToDense(int task);
+
+    /// <summary>
+    /// Frees the calling thread's scratch buffer, which per-sample linear layers of all storages share between calls
+    /// when no gradient is needed (inference, per-sample evaluation). The buffer holds one block of merged weights, at
+    /// most <c>8 M</c> elements (32 MB in float32) or one output row per sample if that is larger; the next such call on
+    /// this thread allocates it again. Disposing a storage frees the calling thread's buffer too.
+    /// </summary>
+    public static void ReleaseWorkspace()
+    {
+        threadWorkspace?.Dispose();
+        threadWorkspace = null;
+    }
+
+    /// <summary>Whether the calling thread holds a scratch buffer (for tests).</summary>
+    internal static bool HasWorkspace => threadWorkspace is not null;
+
+    /// <summary>The calling thread's buffer's element count, 0 when none (for tests).</summary>
+    internal static long WorkspaceElementsForTests => threadWorkspace?.numel() ?? 0;
+
+    /// <summary><see cref="RowsPerBlock"/> (for tests).</summary>
+    internal long RowsPerBlockForTests(long batch) => RowsPerBlock(batch);
+
+    /// <summary>
+    /// The elements of one merged-weight block [B, rows, in]: 8 M (32 MB in float32). Smaller, cache-sized blocks
+    /// (1.5 M) were faster on a quiet machine but slower under load, where every extra libtorch call pays for thread
+    /// synchronisation (docs/benchmarks.md).
+    /// </summary>
+    internal const long BlockElements = 1L << 23;
+
+    // One buffer per thread, shared by all storages (dispose scopes are thread-bound too); not a Tensor field of the
+    // module, which TorchSharp would register as a buffer.
+    [ThreadStatic]
+    private static Tensor? threadWorkspace;
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            ReleaseWorkspace();
+        }
+
+        base.Dispose(disposing);
+    }
+
+    /// <summary>
+    /// Whether a per-sample linear layer may run through <see cref="BlockedLinear"/>: true when no autograd graph would be
+    /// built (gradients disabled, or none of the operands requires grad), so the merged weights need not survive the call.
+    /// </summary>
+    private protected static bool NoGradientNeeded(Tensor input, Tensor routing, Tensor? weight, Tensor? bias, Tensor stored) =>
+        !torch.is_grad_enabled()
+        || !(input.requires_grad || routing.requires_grad || (weight?.requires_grad ?? false) || (bias?.requires_grad ?? false) || stored.requires_grad);
+
+    /// <summary>
+    /// x_b·(W + Δ_b)ᵀ + b computed block of output rows by block of output rows: for rows [o, o + k) the merged block
+    /// [B, k, in] is written into a reused scratch buffer (W's rows copied, then <paramref name="addDelta"/> adds Δ's rows),
+    /// multiplied with x by one <c>bmm</c>, and copied into the output's columns. The B merged weight sets never exist in
+    /// full, so nothing large is allocated (no page faults) and each block is read back from cache. Only valid when
+    /// <see cref="NoGradientNeeded"/>: the blocks are overwritten in place.
+    /// </summary>
+    /// <param name="input">x, [B, N, in], already in the storage's dtype and device.</param>
+    /// <param name="weight">W [out, in] (same dtype and device), or null for Δ alone.</param>
+    /// <param name="bias">b [out], or null.</param>
+    /// <param name="addDelta">Adds Δ_b's rows [row, row + rows) into the block [B, rows·in] (flattened); called with W's rows already in it (zeros when W is null).</param>
+    private protected Tensor BlockedLinear(Tensor input, Tensor? weight, Tensor? bias, Action<Tensor, long, long> addDelta)
+    {
+        using var scope = NewDisposeScope();
+        long b = input.shape[0], outFeatures = Shape[0], inFeatures = Shape[1];
+        long rowsPerBlock = RowsPerBlock(b);
+        var buffer = Workspace(b * rowsPerBlock * inFeatures, input);
+        {
+            var output = empty(b, input.shape[1], outFeatures, input.dtype, input.device);
+            var flatWeight = weight?.reshape(1, outFeatures * inFeatures);
+            for (long row = 0; row < outFeatures; row += rowsPerBlock)
+            {
+                using var inner = NewDisposeScope();
+                long rows = Math.Min(rowsPerBlock, outFeatures - row);
+                var block = buffer.narrow(0, 0, b * rows * inFeatures).view(b, rows * inFeatures);
+                if (flatWeight is null)
+                {
+                    block.zero_();
+                }
+                else
+                {
+                    block.copy_(flatWeight.narrow(1, row * inFeatures, rows * inFeatures).expand(b, rows * inFeatures));
+                }
+
+                addDelta(block, row, rows);
+                output.narrow(2, row, rows).copy_(input.bmm(block.view(b, rows, inFeatures).transpose(1, 2)));
+            }
+
+            if (bias is not null)
+            {
+                output.add_(bias);
+            }
+
+            return output.MoveToOuterDisposeScope();
+        }
+    }
+
+    /// <summary>How many output rows <see cref="BlockedLinear"/> merges per block for a batch of <paramref name="batch"/> samples.</summary>
+    private protected long RowsPerBlock(long batch) => Math.Clamp(BlockElements / Math.Max(1, batch * Shape[1]), 1, Math.Max(1, Shape[0]));
+
+    /// <summary>The thread's scratch buffer with at least <paramref name="elements"/> elements of <paramref name="like"/>'s dtype and device (a new handle to it, in the current scope).</summary>
+    private static Tensor Workspace(long elements, Tensor like)
+    {
+        var current = threadWorkspace;
+        if (current is null || current.numel() < elements || current.dtype != like.dtype || current.device != like.device)
+        {
+            current?.Dispose();
+            threadWorkspace = current = empty(elements, like.dtype, like.device).DetachFromDisposeScope();
+        }
+
+        return current.alias();
+    }
 }

@@ -51,16 +51,87 @@ public sealed class SparseTaskVectorStorageTests
     }
 
     [Test]
-    public void Bytes_AreAboutOneMinusPOfDensePlusIndexOverhead()
+    public void Bytes_AreOneMinusPOfDensePlusOneBitPerElement()
     {
         using var scope = NewDisposeScope();
         var taus = StorageTestData.RandomTaskVectors(4, [32, 32], seed: 23);
         using var sparse = new SparseTaskVectorStorage(taus, 0.9);
         using var dense = new DenseTaskVectorStorage(stack(taus));
-        // Values (4 bytes) + int32 indices (4 bytes) for ~10 % of elements: ≈ 0.2 × dense; allow one element per task slack.
-        Assert.That(sparse.Bytes, Is.LessThanOrEqualTo((long)(0.1 * dense.Bytes * 2) + (4 * 8)));
-        Assert.That(sparse.Bytes, Is.GreaterThan((long)(0.09 * dense.Bytes * 2)));
-        Assert.That(sparse.ElementCount, Is.EqualTo(2 * Enumerable.Range(0, 4).Sum(t => sparse.KeptCount(t))));
+        long kept = Enumerable.Range(0, 4).Sum(t => sparse.KeptCount(t));
+        // float32 values of the kept elements + a 1-bit mask per element (32 × 32 / 8 bytes per task): ≈ 0.1 + 1/32 of dense.
+        Assert.That(sparse.Bytes, Is.EqualTo((kept * 4) + (4 * 32 * 32 / 8)));
+        Assert.That(sparse.Bytes, Is.LessThanOrEqualTo((long)(0.15 * dense.Bytes)));
+        Assert.That(sparse.ElementCount, Is.EqualTo(kept + (4 * 32 * 32 / 8)));
+    }
+
+    [Test]
+    public void Mask_IsLsbFirstBitMaskOfKeptPositions()
+    {
+        using var scope = NewDisposeScope();
+        // |τ| sorted: .01 .02 .03 .05 .1 .2 .3 3 4 5; 0.6-quantile at rank 5.4 → 0.24; kept: positions 1, 3, 4, 6 of 10
+        // → byte 0 = 0b0101_1010 (bit i = position i), byte 1 = 0 (positions 8, 9 and six padding bits).
+        var tau = tensor(new float[] { 0.1f, -5f, 0.2f, 3f, -0.3f, 0.05f, 4f, -0.01f, 0.02f, 0.03f });
+        using var sparse = new SparseTaskVectorStorage([tau], 0.6);
+        var buffers = sparse.named_buffers().ToDictionary(b => b.name, b => b.buffer);
+        Assert.That(buffers["mask"].dtype, Is.EqualTo(ScalarType.Byte));
+        Assert.That(buffers["mask"].shape, Is.EqualTo(new long[] { 1, 2 }));
+        Assert.That(buffers["mask"].data<byte>().ToArray(), Is.EqualTo(new byte[] { 0b0101_1010, 0 }));
+        Assert.That(buffers["values"].data<float>().ToArray(), Is.EqualTo(new float[] { -5f, 3f, -0.3f, 4f }));
+    }
+
+    [Test]
+    public void StateDict_RoundTrip_IntoFreshStorage_GivesSameTaskVectors()
+    {
+        using var scope = NewDisposeScope();
+        var taus = StorageTestData.RandomTaskVectors(3, [9, 7], seed: 31);
+        using var source = new SparseTaskVectorStorage(taus, 0.7);
+        // Same kept counts per storage shape (quantile rule on other data keeps the same number): load and compare.
+        using var target = new SparseTaskVectorStorage(StorageTestData.RandomTaskVectors(3, [9, 7], seed: 32), 0.7);
+        var saved = WeightEnsembling.SafeTensors.StateDict.From(source);
+        WeightEnsembling.SafeTensors.StateDict.LoadInto(target, saved);
+        for (int t = 0; t < 3; t++)
+        {
+            Assert.That(target.KeptCount(t), Is.EqualTo(source.KeptCount(t)), $"task {t}");
+            Assert.That(target.ToDense(t).eq(source.ToDense(t)).all().item<bool>(), Is.True, $"task {t}");
+        }
+    }
+
+    [Test]
+    public void LoadInto_LegacyValuesAndIndices_ThrowsNamingTheKeys()
+    {
+        using var scope = NewDisposeScope();
+        using var sparse = new SparseTaskVectorStorage(StorageTestData.RandomTaskVectors(2, [4, 4], seed: 33), 0.5);
+        var legacy = new Dictionary<string, Tensor>
+        {
+            ["values"] = zeros(16),
+            ["indices"] = zeros(16, ScalarType.Int32),
+        };
+        var exception = Assert.Throws<WeightEnsembling.SafeTensors.StateDictLoadException>(() => WeightEnsembling.SafeTensors.StateDict.LoadInto(sparse, legacy));
+        Assert.That(exception!.Message, Does.Contain("indices").And.Contain("mask"));
+    }
+
+    [TestCase(1L)]
+    [TestCase(3L)]
+    [TestCase(64L)]
+    [TestCase(1000L)]
+    public void Decode_AnyBlockSize_GivesBlockLocalIndicesOfEachKeptElement(long blockElements)
+    {
+        using var scope = NewDisposeScope();
+        var taus = StorageTestData.RandomTaskVectors(2, [13, 11], seed: 34);
+        using var sparse = new SparseTaskVectorStorage(taus, 0.6);
+        var decoded = sparse.Decode(blockElements);
+        for (int t = 0; t < 2; t++)
+        {
+            var expected = sparse.ToDense(t).reshape(-1).ne(0).nonzero().reshape(-1).data<long>().ToArray();
+            var actual = new List<long>();
+            for (int j = 0; j + 1 < decoded.Bounds[t].Length; j++)
+            {
+                var (_, i) = decoded.Part(zeros(decoded.Indices.numel()), t, j);
+                actual.AddRange(i.numel() == 0 ? [] : i.data<long>().ToArray().Select(local => local + (j * blockElements)));
+            }
+
+            Assert.That(actual, Is.EqualTo(expected), $"task {t}");
+        }
     }
 
     [Test]
@@ -91,11 +162,11 @@ public sealed class SparseTaskVectorStorageTests
     }
 
     [Test]
-    public void NamedBuffers_ContainValuesAndIndices()
+    public void NamedBuffers_ContainValuesAndMask()
     {
         using var scope = NewDisposeScope();
         using var sparse = new SparseTaskVectorStorage(StorageTestData.RandomTaskVectors(2, [3, 3], seed: 28), 0.5);
-        Assert.That(sparse.named_buffers().Select(b => b.name), Is.EquivalentTo(new[] { "values", "indices" }));
+        Assert.That(sparse.named_buffers().Select(b => b.name), Is.EquivalentTo(new[] { "values", "mask" }));
         sparse.to(ScalarType.Float64);
         Assert.That(sparse.WeightedSum(tensor(new double[] { 1, 1 })).dtype, Is.EqualTo(ScalarType.Float64));
     }

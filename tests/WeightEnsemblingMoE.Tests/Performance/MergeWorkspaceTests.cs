@@ -1,0 +1,125 @@
+using TorchSharp;
+using WeightEnsembling.TaskVectors;
+using static TorchSharp.torch;
+
+namespace WeightEnsembling.Tests.Performance;
+
+/// <summary>
+/// The no-gradient per-sample linear path (merged weights built block of output rows by block in a reused buffer) equals
+/// the simple path (all B weight sets, autograd), keeps its memory across calls, and is not taken when gradients flow.
+/// Shapes are chosen so that B·in·out spans several blocks with a partial last one (8 M elements per block).
+/// </summary>
+[TestFixture, NonParallelizable]
+public sealed class MergeWorkspaceTests
+{
+    [SetUp]
+    public void ReleaseThreadWorkspace() => TaskVectorStorage.ReleaseWorkspace();
+
+    private const int Tasks = 3, Batch = 16, Tokens = 50, In = 768, Out = 1500;
+
+    private static (Tensor X, Tensor R, Tensor W, Tensor Bias, List<Tensor> Taus) Data(int seed = 11)
+    {
+        using var generator = new Generator((ulong)seed);
+        var x = randn(new long[] { Batch, Tokens, In }, generator: generator);
+        var r = rand(new long[] { Batch, Tasks }, generator: generator);
+        var w = randn(new long[] { Out, In }, generator: generator) * 0.05;
+        var bias = randn(new long[] { Out }, generator: generator);
+        var taus = Enumerable.Range(0, Tasks).Select(_ => randn(new long[] { Out, In }, generator: generator) * 0.01).ToList();
+        return (x, r, w, bias, taus);
+    }
+
+    private static TaskVectorStorage Storage(string kind, List<Tensor> taus) =>
+        kind == "dense" ? new DenseTaskVectorStorage(stack(taus, 0)) : new SparseTaskVectorStorage(taus, 0.8);
+
+    /// <summary>The simple path: routing requires grad, so the storages build all B weight sets under autograd.</summary>
+    private static Tensor Simple(TaskVectorStorage storage, Tensor x, Tensor r, Tensor? w, Tensor? bias) =>
+        (w is null ? storage.BatchedLinearDelta(x, r.clone().requires_grad_(true)) : storage.BatchedLinear(x, r.clone().requires_grad_(true), w, bias)).detach();
+
+    [TestCase("dense", true)]
+    [TestCase("dense", false)]
+    [TestCase("sparse", true)]
+    [TestCase("sparse", false)]
+    public void NoGrad_BlockedPath_EqualsSimplePath(string kind, bool withWeight)
+    {
+        using var scope = NewDisposeScope();
+        var (x, r, w, bias, taus) = Data();
+        using var storage = Storage(kind, taus);
+        Assert.That(storage.RowsPerBlockForTests(Batch), Is.LessThan(Out), "the shapes must span several blocks");
+        var expected = Simple(storage, x, r, withWeight ? w : null, withWeight ? bias : null);
+
+        Tensor fast;
+        using (no_grad())
+        {
+            fast = withWeight ? storage.BatchedLinear(x, r, w, bias) : storage.BatchedLinearDelta(x, r);
+        }
+
+        Assert.That(TaskVectorStorage.HasWorkspace, Is.True);
+        Assert.That((fast - expected).abs().max().item<float>(), Is.LessThan(1e-5f));
+    }
+
+    [TestCase("dense")]
+    [TestCase("sparse")]
+    public void NoGrad_RepeatedCalls_KeepLiveTensorCountAndWorkspace(string kind)
+    {
+        using var scope = NewDisposeScope();
+        var (x, r, w, bias, taus) = Data();
+        using var storage = Storage(kind, taus);
+        using var noGrad = no_grad();
+        storage.BatchedLinear(x, r, w, bias).Dispose();
+        long live = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 5; i++)
+        {
+            storage.BatchedLinear(x, r, w, bias).Dispose();
+        }
+
+        Assert.That(DisposeScopeManager.Statistics.ThreadTotalLiveCount, Is.EqualTo(live));
+        Assert.That(TaskVectorStorage.WorkspaceElementsForTests, Is.EqualTo(storage.RowsPerBlockForTests(Batch) * Batch * In));
+    }
+
+    [Test]
+    public void ReleaseWorkspace_FreesTheBuffer_AndTheNextCallStillWorks()
+    {
+        using var scope = NewDisposeScope();
+        var (x, r, w, bias, taus) = Data();
+        using var storage = Storage("dense", taus);
+        using var noGrad = no_grad();
+        var first = storage.BatchedLinear(x, r, w, bias);
+
+        TaskVectorStorage.ReleaseWorkspace();
+        Assert.That(TaskVectorStorage.HasWorkspace, Is.False);
+        var second = storage.BatchedLinear(x, r, w, bias);
+
+        Assert.That(second.eq(first).all().item<bool>(), Is.True);
+    }
+
+    [TestCase("dense")]
+    [TestCase("sparse")]
+    public void WithRoutingGradient_TakesTheAutogradPath_AndGradientMatchesReference(string kind)
+    {
+        using var scope = NewDisposeScope();
+        var (x, r, w, bias, taus) = Data();
+        using var storage = Storage(kind, taus);
+        var pruned = Enumerable.Range(0, Tasks).Select(storage.ToDense).ToList();
+        var rFast = r.clone().requires_grad_(true);
+        storage.BatchedLinear(x, rFast, w, bias).sum().backward();
+
+        // Reference gradient: d/dr_bt Σ x_b (W + Σ r τ)ᵀ = Σ_n,o (x_b τ_tᵀ)_no.
+        var expected = stack(pruned.Select(tau => nn.functional.linear(x, tau).sum([1L, 2L])).ToArray(), 1);
+        Assert.That(TaskVectorStorage.HasWorkspace, Is.False);
+        // float32 sums over N·out·in terms: compare relative to the largest gradient.
+        Assert.That((rFast.grad! - expected).abs().max().item<float>(), Is.LessThan(1e-5f * expected.abs().max().item<float>()));
+    }
+
+    [Test]
+    public void GradEnabled_NothingRequiresGrad_UsesTheBlockedPath()
+    {
+        using var scope = NewDisposeScope();
+        var (x, r, w, bias, taus) = Data();
+        using var storage = Storage("dense", taus);
+
+        var result = storage.BatchedLinear(x, r, w, bias);
+
+        Assert.That(TaskVectorStorage.HasWorkspace, Is.True);
+        Assert.That(result.requires_grad, Is.False);
+    }
+}
