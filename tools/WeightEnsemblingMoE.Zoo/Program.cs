@@ -33,7 +33,7 @@ switch (args.FirstOrDefault())
         SuiteFigures.Write(args[1], args[2], Path.Combine(args[3], "figures"), FigureSettings.Parse(args[4..]), Console.WriteLine);
         return 0;
     default:
-        Console.Error.WriteLine("usage: prepare OUT [seed] | build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps] | run DATA ZOO OUT [adaptation-steps] | figures DATA ZOO OUT [steps] [--every N --examples N --val-examples N --resolution N --landscape-examples N --pareto-steps N --pareto-grid2 N --pareto-grid3 N --seed N --shift-pair --no-ewemoe]");
+        Console.Error.WriteLine("usage: prepare OUT [seed] | build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps] | run DATA ZOO OUT [adaptation-steps] | figures DATA ZOO OUT [steps] [--every N --examples N --val-examples N --resolution N --landscape-examples N --pareto-steps N --pareto-grid2 N --pareto-grid3 N --seed N --threads N --shift-pair --no-ewemoe]");
         return 2;
 }
 
@@ -68,6 +68,6 @@ static int Run(string data, string zoo, string output, int steps)
 
     // The figures use the run's adaptation steps, evaluated about eight times along the way.
     SuiteFigures.Write(data, zoo, Path.Combine(output, "figures"),
-        new FigureSettings { Steps = steps, EvaluateEvery = Math.Max(25, steps / 8) }, Console.WriteLine);
+        new FigureSettings { Steps = steps, EvaluateEvery = Math.Max(25, steps / 8), Threads = 0 }, Console.WriteLine);
     return 0;
 }

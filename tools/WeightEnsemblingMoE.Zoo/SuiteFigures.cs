@@ -38,6 +38,11 @@ public static class SuiteFigures
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(log);
         Directory.CreateDirectory(output);
+        if (settings.Threads > 0)
+        {
+            TorchSharp.torch.set_num_threads(settings.Threads);
+        }
+
         var total = Stopwatch.StartNew();
         using var pretrained = ClipVisionModel.FromPretrained(Path.Combine(zoo, "pretrained"));
         var names = SuiteTask.All.Select(t => t.Name).ToList();
@@ -88,13 +93,21 @@ public static class SuiteFigures
     {
         var s = c.Settings;
         var watch = Stopwatch.StartNew();
+        int evaluated = 0;
         var pairExperts = new[] { c.Experts[a], c.Experts[b] };
         var landscapeData = new[] { a, b }.Select(t => c.Tests[t].Subset(Range(Math.Min(s.LandscapeExamples, c.Tests[t].Count)), c.Names[t])).ToList();
         try
         {
             var landscape = LossLandscapes.Compute(c.Pretrained, c.Experts[a], c.Experts[b],
                 [(c.Heads[a], landscapeData[0]), (c.Heads[b], landscapeData[1])],
-                new LossLandscapeOptions { Resolution = s.Resolution, Minimum = -1, Maximum = 1, BatchSize = EvaluationBatch });
+                new LossLandscapeOptions { Resolution = s.Resolution, Minimum = -1, Maximum = 1, BatchSize = EvaluationBatch },
+                new Callback<LossLandscapePoint>(_ =>
+                {
+                    if (++evaluated % 100 == 0)
+                    {
+                        c.Log($"  {evaluated} of {s.Resolution * s.Resolution} grid points ({watch.Elapsed.TotalSeconds:F0} s)");
+                    }
+                }));
             c.Log($"  grid of {s.Resolution}² points evaluated ({watch.Elapsed.TotalSeconds:F0} s)");
             var markers = new List<LandscapeMarker>();
             double taLambda = ChooseLambda(c, [a, b], l => ModelMerging.TaskArithmetic(c.Pretrained, pairExperts, l));
