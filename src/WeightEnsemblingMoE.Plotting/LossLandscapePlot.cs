@@ -110,7 +110,8 @@ public static class LossLandscapePlot
             csv.AppendLine(CsvLine(cells));
         }
 
-        // The legend sits below the plot, one marker per line: room for every line beyond the fourth.
+        // The legend sits below the plot, one entry per row: room for every entry beyond the fourth. (ScottPlot 5.1.59 still
+        // shows at most five entries there, whatever the height: docs/torchsharp-notes/figs.md.)
         int legendRoom = 60 + (26 * Math.Max(0, landscape.Markers.Count - 4));
         var size = new FigureOptions { PanelWidth = options.PanelWidth, PanelHeight = options.PanelHeight + legendRoom, MaxColumns = 1 };
         return FigureWriter.Save([plot], basePath, csv.ToString(), size);
