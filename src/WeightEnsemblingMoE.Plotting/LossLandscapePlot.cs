@@ -66,9 +66,12 @@ public static class LossLandscapePlot
         {
             var marker = landscape.Markers[m];
             var color = Category10(m);
-            var drawn = plot.Add.Marker(marker.Lambda1, marker.Lambda2, Shapes[m % Shapes.Length], 12, color);
-            drawn.MarkerLineColor = Colors.Black;
-            drawn.MarkerLineWidth = 1;
+            var shape = Shapes[m % Shapes.Length];
+            bool outline = shape is MarkerShape.Cross or MarkerShape.Eks or MarkerShape.Asterisk;
+            var drawn = plot.Add.Marker(marker.Lambda1, marker.Lambda2, shape, outline ? 16 : 12, color);
+            // Filled shapes get a black edge; line-only shapes are drawn thick in their own colour (a black cross vanishes on the dark end of the colour map).
+            drawn.MarkerLineColor = outline ? color : Colors.Black;
+            drawn.MarkerLineWidth = outline ? 3 : 1;
             drawn.LegendText = marker.Residual is double r && r > 0.005 ? $"{marker.Label} (off-plane {r:P0})" : marker.Label;
         }
 
@@ -107,7 +110,10 @@ public static class LossLandscapePlot
             csv.AppendLine(CsvLine(cells));
         }
 
-        var size = new FigureOptions { PanelWidth = options.PanelWidth, PanelHeight = options.PanelHeight + 60, MaxColumns = 1 };
+        // The legend sits below the plot, one entry per row: room for every entry beyond the fourth. (ScottPlot 5.1.59 still
+        // shows at most five entries there, whatever the height: docs/torchsharp-notes/figs.md.)
+        int legendRoom = 60 + (26 * Math.Max(0, landscape.Markers.Count - 4));
+        var size = new FigureOptions { PanelWidth = options.PanelWidth, PanelHeight = options.PanelHeight + legendRoom, MaxColumns = 1 };
         return FigureWriter.Save([plot], basePath, csv.ToString(), size);
     }
 

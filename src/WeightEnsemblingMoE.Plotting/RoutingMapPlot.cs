@@ -99,10 +99,42 @@ public static class RoutingMapPlot
 
         plot.Axes.Bottom.SetTicks(Enumerable.Range(0, columns).Select(e => (double)e).ToArray(), map.Experts.ToArray());
         plot.Axes.Left.SetTicks(Enumerable.Range(0, rows).Select(r => (double)(rows - 1 - r)).ToArray(), map.Modules.Select(ShortModuleName).ToArray());
+        int longest = map.Experts.Max(e => e.Length);
+        if (longest * columns > 60)
+        {
+            // Names that would run into each other are wrapped at their hyphens, with room for the extra lines.
+            var wrapped = map.Experts.Select(Wrap).ToArray();
+            plot.Axes.Bottom.SetTicks(Enumerable.Range(0, columns).Select(e => (double)e).ToArray(), wrapped);
+            plot.Axes.Bottom.MinimumSize = 30 + (16 * wrapped.Max(w => w.Count(ch => ch == '\n') + 1));
+        }
+
         plot.Axes.Margins(0, 0);
         plot.Title($"Routing on {map.Task}");
         plot.XLabel("expert");
         plot.YLabel("layer");
         return plot;
+    }
+
+    // Greedy wrap at hyphens into lines of at most 10 characters (a word longer than that stays whole).
+    private static string Wrap(string name)
+    {
+        var lines = new List<string>();
+        var line = new StringBuilder();
+        foreach (var part in name.Split('-'))
+        {
+            string piece = line.Length == 0 ? part : "-" + part;
+            if (line.Length > 0 && line.Length + piece.Length > 10)
+            {
+                lines.Add(line.ToString());
+                line.Clear().Append(piece);
+            }
+            else
+            {
+                line.Append(piece);
+            }
+        }
+
+        lines.Add(line.ToString());
+        return string.Join('\n', lines);
     }
 }

@@ -10,7 +10,8 @@ using WeightEnsembling.Zoo;
 //   prepare OUT_DATA [seed]
 //   build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps]
 //   export-quickstart DATA ZOO OUT_ASSETS
-//   run DATA ZOO OUT_RESULTS [adaptation-steps]
+//   run DATA ZOO OUT_RESULTS [adaptation-steps]          (the table, then the figures into OUT_RESULTS/figures)
+//   figures DATA ZOO OUT_RESULTS [steps] [--options]     (the figures only, into OUT_RESULTS/figures; see FigureSettings)
 torch.set_num_threads(Environment.ProcessorCount);
 switch (args.FirstOrDefault())
 {
@@ -34,8 +35,11 @@ switch (args.FirstOrDefault())
         return 0;
     case "run":
         return Run(args[1], args[2], args[3], args.Length > 4 ? int.Parse(args[4]) : 1000);
+    case "figures":
+        SuiteFigures.Write(args[1], args[2], Path.Combine(args[3], "figures"), FigureSettings.Parse(args[4..]), Console.WriteLine);
+        return 0;
     default:
-        Console.Error.WriteLine("usage: prepare OUT [seed] | build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps] | run DATA ZOO OUT [adaptation-steps]");
+        Console.Error.WriteLine("usage: prepare OUT [seed] | build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps] | run DATA ZOO OUT [adaptation-steps] | figures DATA ZOO OUT [steps] [--every N --examples N --val-examples N --resolution N --landscape-examples N --pareto-steps N --pareto-grid2 N --pareto-grid3 N --seed N --threads N --shift-pair --no-ewemoe]");
         return 2;
 }
 
@@ -67,5 +71,9 @@ static int Run(string data, string zoo, string output, int steps)
     Console.WriteLine(markdown);
     experts.ForEach(e => e.Dispose());
     tasks.ForEach(t => { t.Validation.Dispose(); t.Test.Dispose(); t.Head.Dispose(); });
+
+    // The figures use the run's adaptation steps, evaluated about eight times along the way.
+    SuiteFigures.Write(data, zoo, Path.Combine(output, "figures"),
+        new FigureSettings { Steps = steps, EvaluateEvery = Math.Max(25, steps / 8), Threads = 0 }, Console.WriteLine);
     return 0;
 }
