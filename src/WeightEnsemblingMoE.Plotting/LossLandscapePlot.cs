@@ -81,7 +81,7 @@ public static class LossLandscapePlot
         plot.Axes.Margins(0, 0);
         if (landscape.Markers.Count > 0)
         {
-            plot.ShowLegend(ScottPlot.Edge.Bottom);
+            plot.ShowLegend(ScottPlot.Edge.Right);
         }
 
         var header = new List<string> { "kind", "label", "lambda1", "lambda2", "residual" };
@@ -110,10 +110,10 @@ public static class LossLandscapePlot
             csv.AppendLine(CsvLine(cells));
         }
 
-        // The legend sits below the plot, one entry per row: room for every entry beyond the fourth. (ScottPlot 5.1.59 still
-        // shows at most five entries there, whatever the height: docs/torchsharp-notes/figs.md.)
-        int legendRoom = 60 + (26 * Math.Max(0, landscape.Markers.Count - 4));
-        var size = new FigureOptions { PanelWidth = options.PanelWidth, PanelHeight = options.PanelHeight + legendRoom, MaxColumns = 1 };
+        // The legend sits right of the colour bar, one entry per row (at the bottom edge ScottPlot 5.1.59 shows at most five
+        // entries: docs/torchsharp-notes/figs.md); the panel is widened by the longest label.
+        int legendRoom = landscape.Markers.Count == 0 ? 0 : 60 + (7 * landscape.Markers.Max(m => m.Label.Length + 20));
+        var size = new FigureOptions { PanelWidth = options.PanelWidth + legendRoom, PanelHeight = options.PanelHeight, MaxColumns = 1 };
         return FigureWriter.Save([plot], basePath, csv.ToString(), size);
     }
 
