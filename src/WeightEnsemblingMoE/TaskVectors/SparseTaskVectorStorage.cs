@@ -152,7 +152,7 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
             return Blocked(x, r, null, null).MoveToOuterDisposeScope();
         }
 
-        var deltas = Scatter(r).view(r.shape[0], Shape[0], Shape[1]);
+        var deltas = r.matmul(Densify(0, elementsPerTask)).view(r.shape[0], Shape[0], Shape[1]);
         return x.bmm(deltas.transpose(1, 2)).MoveToOuterDisposeScope();
     }
 
@@ -177,8 +177,8 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
             return Blocked(x, r, w, b).MoveToOuterDisposeScope();
         }
 
-        var initial = w.reshape(1, elementsPerTask).repeat(r.shape[0], 1);
-        var merged = Scatter(r, initial).view(r.shape[0], Shape[0], Shape[1]);
+        var merged = torch.addmm(w.reshape(1, elementsPerTask), r, Densify(0, elementsPerTask), beta: 1, alpha: 1)
+            .view(r.shape[0], Shape[0], Shape[1]);
         var result = x.bmm(merged.transpose(1, 2));
         if (b is not null)
         {
@@ -401,23 +401,154 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
         return result;
     }
 
-    /// <summary>The per-sample linear layer block of output rows by block, in the reused buffer (no gradient needed).</summary>
+    /// <summary>
+    /// The per-sample linear layer block of output rows by block, in the reused buffer (no gradient needed): per block,
+    /// the T task vectors' rows are densified with a few vectorised ops (<see cref="Densify"/>, into a second reused
+    /// buffer) and added with one <c>addmm_</c>, as the dense storage does.
+    /// </summary>
     private Tensor Blocked(Tensor x, Tensor r, Tensor? w, Tensor? b)
     {
         long rowsPerBlock = RowsPerBlock(x.shape[0]);
-        var decoded = Decode(rowsPerBlock * Shape[1]);
+        long inFeatures = Shape[1];
+        var offsets = BlockOffsets(rowsPerBlock * inFeatures);
+        using var maskBits = MaskOnValuesDevice();
         return BlockedLinear(x, w, b, (block, row, rows) =>
         {
             int j = checked((int)(row / rowsPerBlock));
+            var scratch = SecondWorkspace(TaskCount * rowsPerBlock * inFeatures, values)
+                .narrow(0, 0, TaskCount * rows * inFeatures).view(TaskCount, rows * inFeatures);
+            block.addmm_(r, Densify(maskBits, row * inFeatures, rows * inFeatures, offsets, j, scratch), beta: 1, alpha: 1);
+        });
+    }
+
+    /// <summary>
+    /// Elements [<paramref name="start"/>, <paramref name="start"/> + <paramref name="length"/>) of every task vector,
+    /// dense, [T, length]: the mask bytes are unpacked to a bool mask with vectorised ops
+    /// (<c>bytes.unsqueeze(-1) &amp; [1, 2, …, 128] ≠ 0</c>) and the block's kept values of all tasks (located by
+    /// <paramref name="offsets"/>, see <see cref="BlockOffsets"/>) are written in with one <c>masked_scatter_</c>.
+    /// Nothing decoded survives the call.
+    /// </summary>
+    /// <param name="maskBits">The mask, uint8 on the values' device (<see cref="MaskOnValuesDevice"/>).</param>
+    /// <param name="start">The first flat element.</param>
+    /// <param name="length">The number of elements.</param>
+    /// <param name="offsets">Kept-value offsets at block boundaries; the range must be block <paramref name="block"/>.</param>
+    /// <param name="block">Which block of <paramref name="offsets"/> the range is.</param>
+    /// <param name="into">A [T, length] tensor to overwrite (a reused buffer), or null for a new one.</param>
+    private Tensor Densify(Tensor maskBits, long start, long length, long[][] offsets, int block, Tensor? into)
+    {
+        long byteStart = start / 8, byteEnd = (start + length + 7) / 8, shift = start % 8;
+        using var weights = tensor(new byte[] { 1, 2, 4, 8, 16, 32, 64, 128 }, device: maskBits.device);
+        using var bytes = maskBits.narrow(1, byteStart, byteEnd - byteStart);
+        using var anded = bytes.unsqueeze(-1).bitwise_and(weights);
+        var bits = anded.ne(0).view(TaskCount, (byteEnd - byteStart) * 8);
+        if (shift != 0 || bits.shape[1] != length)
+        {
+            using var all = bits;
+            bits = all.narrow(1, shift, length);
+        }
+
+        using (bits)
+        {
+            var parts = new Tensor[TaskCount];
             for (int t = 0; t < TaskCount; t++)
             {
-                var (v, i) = decoded.Part(values, t, j);
-                if (i.numel() > 0)
-                {
-                    block.index_add_(1, i, r.narrow(1, t, 1) * v.unsqueeze(0), 1);
-                }
+                parts[t] = values.narrow(0, offsets[t][block], offsets[t][block + 1] - offsets[t][block]);
             }
-        });
+
+            using var source = TaskCount == 1 ? parts[0].alias() : cat(parts, 0);
+            foreach (var part in parts)
+            {
+                part.Dispose();
+            }
+
+            var dense = into is null ? zeros(TaskCount, length, values.dtype, values.device) : into.zero_();
+            return dense.masked_scatter_(bits, source);
+        }
+    }
+
+    /// <summary>All task vectors, dense, [T, n] (for the autograd paths).</summary>
+    private Tensor Densify(long start, long length)
+    {
+        using var maskBits = MaskOnValuesDevice();
+        return Densify(maskBits, start, length, BlockOffsets(Math.Max(1, elementsPerTask)), 0, null);
+    }
+
+    /// <summary>
+    /// Where each block's kept values start in <c>values</c>: <c>result[t][j]</c> for block j of
+    /// <paramref name="blockElements"/> consecutive elements of task t (j = 0..blocks; the last entry is the task's end).
+    /// Popcounts of the mask, O(T·n / 64) per call; small, so nothing needs caching.
+    /// </summary>
+    internal long[][] BlockOffsets(long blockElements)
+    {
+        using var bytes = MaskBytes();
+        var counts = Counts(bytes);
+        long blocks = Math.Max(1, (elementsPerTask + blockElements - 1) / blockElements);
+        var source = bytes.bytes;
+        var result = new long[TaskCount][];
+        for (int t = 0; t < TaskCount; t++)
+        {
+            var row = source.Slice(checked((int)(t * maskBytesPerTask)), checked((int)maskBytesPerTask));
+            var offsets = result[t] = new long[blocks + 1];
+            long count = counts[t], position = 0;
+            offsets[0] = count;
+            for (long j = 1; j <= blocks; j++)
+            {
+                long end = Math.Min(j * blockElements, elementsPerTask);
+                count += PopCount(row, position, end);
+                position = end;
+                offsets[j] = count;
+            }
+
+            if (count != counts[t + 1])
+            {
+                throw new InvalidOperationException($"Sparse storage '{GetName()}': task {t}'s mask has set padding bits.");
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>The number of set bits [<paramref name="from"/>, <paramref name="to"/>) of an LSB-first bit row.</summary>
+    private static long PopCount(ReadOnlySpan<byte> row, long from, long to)
+    {
+        if (from >= to)
+        {
+            return 0;
+        }
+
+        int firstByte = checked((int)(from / 8)), lastByte = checked((int)((to - 1) / 8));
+        int low = (int)(from % 8), high = (int)((to - 1) % 8) + 1;
+        if (firstByte == lastByte)
+        {
+            return BitOperations.PopCount((uint)((row[firstByte] & ((1 << high) - 1)) >> low));
+        }
+
+        long count = BitOperations.PopCount((uint)(row[firstByte] >> low)) + BitOperations.PopCount((uint)(row[lastByte] & ((1 << high) - 1)));
+        var middle = row.Slice(firstByte + 1, lastByte - firstByte - 1);
+        var words = MemoryMarshal.Cast<byte, ulong>(middle);
+        foreach (var word in words)
+        {
+            count += BitOperations.PopCount(word);
+        }
+
+        for (int i = words.Length * 8; i < middle.Length; i++)
+        {
+            count += BitOperations.PopCount(middle[i]);
+        }
+
+        return count;
+    }
+
+    /// <summary>The mask as uint8 on the values' device (a new handle; <c>to(dtype)</c> may have converted the buffer).</summary>
+    private Tensor MaskOnValuesDevice()
+    {
+        if (mask.dtype == ScalarType.Byte && mask.device == values.device)
+        {
+            return mask.alias();
+        }
+
+        using var scope = NewDisposeScope();
+        return mask.to(ScalarType.Byte).to(values.device).MoveToOuterDisposeScope();
     }
 
     private void CheckTask(int task)
