@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using TorchSharp;
@@ -152,7 +153,7 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
             return Blocked(x, r, null, null).MoveToOuterDisposeScope();
         }
 
-        var deltas = r.matmul(Densify(0, elementsPerTask)).view(r.shape[0], Shape[0], Shape[1]);
+        var deltas = r.matmul(DenseRange(0, elementsPerTask)).view(r.shape[0], Shape[0], Shape[1]);
         return x.bmm(deltas.transpose(1, 2)).MoveToOuterDisposeScope();
     }
 
@@ -177,7 +178,7 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
             return Blocked(x, r, w, b).MoveToOuterDisposeScope();
         }
 
-        var merged = torch.addmm(w.reshape(1, elementsPerTask), r, Densify(0, elementsPerTask), beta: 1, alpha: 1)
+        var merged = torch.addmm(w.reshape(1, elementsPerTask), r, DenseRange(0, elementsPerTask), beta: 1, alpha: 1)
             .view(r.shape[0], Shape[0], Shape[1]);
         var result = x.bmm(merged.transpose(1, 2));
         if (b is not null)
@@ -403,75 +404,185 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
 
     /// <summary>
     /// The per-sample linear layer block of output rows by block, in the reused buffer (no gradient needed): per block,
-    /// the T task vectors' rows are densified with a few vectorised ops (<see cref="Densify"/>, into a second reused
-    /// buffer) and added with one <c>addmm_</c>, as the dense storage does.
+    /// the T task vectors' rows are densified into a second reused buffer (<see cref="Densify"/>) and added with one
+    /// <c>addmm_</c>, as the dense storage does.
     /// </summary>
     private Tensor Blocked(Tensor x, Tensor r, Tensor? w, Tensor? b)
     {
         long rowsPerBlock = RowsPerBlock(x.shape[0]);
         long inFeatures = Shape[1];
         var offsets = BlockOffsets(rowsPerBlock * inFeatures);
-        using var maskBits = MaskOnValuesDevice();
+        bool managed = ManagedDensifyApplies();
+        using var maskBits = managed ? MaskBytes() : MaskOnValuesDevice();
         return BlockedLinear(x, w, b, (block, row, rows) =>
         {
             int j = checked((int)(row / rowsPerBlock));
             var scratch = SecondWorkspace(TaskCount * rowsPerBlock * inFeatures, values)
                 .narrow(0, 0, TaskCount * rows * inFeatures).view(TaskCount, rows * inFeatures);
-            block.addmm_(r, Densify(maskBits, row * inFeatures, rows * inFeatures, offsets, j, scratch), beta: 1, alpha: 1);
+            Densify(maskBits, managed, row * inFeatures, rows * inFeatures, offsets, j, scratch);
+            block.addmm_(r, scratch, beta: 1, alpha: 1);
         });
     }
 
     /// <summary>
     /// Elements [<paramref name="start"/>, <paramref name="start"/> + <paramref name="length"/>) of every task vector,
-    /// dense, [T, length]: the mask bytes are unpacked to a bool mask with vectorised ops
-    /// (<c>bytes.unsqueeze(-1) &amp; [1, 2, …, 128] ≠ 0</c>) and the block's kept values of all tasks (located by
-    /// <paramref name="offsets"/>, see <see cref="BlockOffsets"/>) are written in with one <c>masked_scatter_</c>.
-    /// Nothing decoded survives the call.
+    /// dense, [T, length], a new tensor: the simple-path and test entry to <see cref="Densify"/>.
     /// </summary>
-    /// <param name="maskBits">The mask, uint8 on the values' device (<see cref="MaskOnValuesDevice"/>).</param>
     /// <param name="start">The first flat element.</param>
     /// <param name="length">The number of elements.</param>
-    /// <param name="offsets">Kept-value offsets at block boundaries; the range must be block <paramref name="block"/>.</param>
-    /// <param name="block">Which block of <paramref name="offsets"/> the range is.</param>
-    /// <param name="into">A [T, length] tensor to overwrite (a reused buffer), or null for a new one.</param>
-    private Tensor Densify(Tensor maskBits, long start, long length, long[][] offsets, int block, Tensor? into)
+    /// <param name="managed">Force the managed (true) or tensor-op (false) way; null picks as the fast path does.</param>
+    internal Tensor DenseRange(long start, long length, bool? managed = null)
     {
-        long byteStart = start / 8, byteEnd = (start + length + 7) / 8, shift = start % 8;
-        using var weights = tensor(new byte[] { 1, 2, 4, 8, 16, 32, 64, 128 }, device: maskBits.device);
-        using var bytes = maskBits.narrow(1, byteStart, byteEnd - byteStart);
-        using var anded = bytes.unsqueeze(-1).bitwise_and(weights);
-        var bits = anded.ne(0).view(TaskCount, (byteEnd - byteStart) * 8);
-        if (shift != 0 || bits.shape[1] != length)
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(start + length, elementsPerTask);
+        bool useManaged = managed ?? ManagedDensifyApplies();
+        if (useManaged && !ManagedDensifyApplies())
         {
-            using var all = bits;
-            bits = all.narrow(1, shift, length);
+            throw new InvalidOperationException("The managed densify needs contiguous CPU values that do not require grad.");
         }
 
-        using (bits)
+        long[][] offsets;
+        using (var bytes = MaskBytes())
         {
-            var parts = new Tensor[TaskCount];
+            var counts = Counts(bytes);
+            var mask = bytes.bytes;
+            offsets = new long[TaskCount][];
             for (int t = 0; t < TaskCount; t++)
             {
-                parts[t] = values.narrow(0, offsets[t][block], offsets[t][block + 1] - offsets[t][block]);
+                var row = mask.Slice(checked((int)(t * maskBytesPerTask)), checked((int)maskBytesPerTask));
+                long first = counts[t] + PopCount(row, 0, start);
+                offsets[t] = [first, first + PopCount(row, start, start + length)];
             }
-
-            using var source = TaskCount == 1 ? parts[0].alias() : cat(parts, 0);
-            foreach (var part in parts)
-            {
-                part.Dispose();
-            }
-
-            var dense = into is null ? zeros(TaskCount, length, values.dtype, values.device) : into.zero_();
-            return dense.masked_scatter_(bits, source);
         }
+
+        using var maskBits = useManaged ? MaskBytes() : MaskOnValuesDevice();
+        var result = empty(TaskCount, length, values.dtype, values.device);
+        Densify(maskBits, useManaged, start, length, offsets, 0, result);
+        return result;
     }
 
-    /// <summary>All task vectors, dense, [T, n] (for the autograd paths).</summary>
-    private Tensor Densify(long start, long length)
+    /// <summary>
+    /// Writes elements [<paramref name="start"/>, <paramref name="start"/> + <paramref name="length"/>) of every task
+    /// vector, dense, into <paramref name="into"/> [T, length] (overwritten). Managed way (contiguous CPU values, see
+    /// <see cref="ManagedDensifyApplies"/>): per task, clear the row and scan the mask's 64-bit words, writing each kept
+    /// value at its position (O(length / 64 + kept), raw element bytes, so any dtype). Tensor-op way (other devices, or
+    /// values that require grad): unpack the mask bytes to a bool mask (<c>bytes.unsqueeze(-1) &amp; [1, 2, …, 128] ≠ 0</c>)
+    /// and write the block's kept values of all tasks with one <c>masked_scatter_</c>. Nothing decoded survives the call.
+    /// </summary>
+    /// <param name="maskBits">The mask: uint8 contiguous CPU (<see cref="MaskBytes"/>) for the managed way, uint8 on the values' device (<see cref="MaskOnValuesDevice"/>) otherwise.</param>
+    /// <param name="managed">Which way.</param>
+    /// <param name="start">The first flat element.</param>
+    /// <param name="length">The number of elements.</param>
+    /// <param name="offsets">Kept-value offsets (<see cref="BlockOffsets"/>): the range's values of task t are <c>values[offsets[t][block] .. offsets[t][block + 1])</c>.</param>
+    /// <param name="block">Which block of <paramref name="offsets"/> the range is.</param>
+    /// <param name="into">A contiguous [T, length] tensor of the values' dtype and device.</param>
+    private void Densify(Tensor maskBits, bool managed, long start, long length, long[][] offsets, int block, Tensor into)
     {
-        using var maskBits = MaskOnValuesDevice();
-        return Densify(maskBits, start, length, BlockOffsets(Math.Max(1, elementsPerTask)), 0, null);
+        if (managed)
+        {
+            var mask = maskBits.bytes;
+            for (int t = 0; t < TaskCount; t++)
+            {
+                long from = offsets[t][block], count = offsets[t][block + 1] - from;
+                using var part = values.narrow(0, from, count);
+                using var row = into.select(0, t);
+                var source = count == 0 ? [] : part.bytes;
+                var target = length == 0 ? [] : row.bytes;
+                var maskRow = mask.Slice(checked((int)(t * maskBytesPerTask)), checked((int)maskBytesPerTask));
+                int written = values.ElementSize switch
+                {
+                    1 => Fill(maskRow, start, source, target),
+                    2 => Fill(maskRow, start, MemoryMarshal.Cast<byte, ushort>(source), MemoryMarshal.Cast<byte, ushort>(target)),
+                    4 => Fill(maskRow, start, MemoryMarshal.Cast<byte, uint>(source), MemoryMarshal.Cast<byte, uint>(target)),
+                    8 => Fill(maskRow, start, MemoryMarshal.Cast<byte, ulong>(source), MemoryMarshal.Cast<byte, ulong>(target)),
+                    _ => throw new InvalidOperationException($"Unexpected element size {values.ElementSize}."),
+                };
+                if (written != count)
+                {
+                    throw new InvalidOperationException($"Sparse storage '{GetName()}': task {t}'s mask and values disagree.");
+                }
+            }
+
+            return;
+        }
+
+        long byteStart = start / 8, byteEnd = (start + length + 7) / 8, shift = start % 8;
+        using var scope = NewDisposeScope();
+        var weights = tensor(new byte[] { 1, 2, 4, 8, 16, 32, 64, 128 }, device: maskBits.device);
+        var bits = maskBits.narrow(1, byteStart, byteEnd - byteStart).unsqueeze(-1).bitwise_and(weights).ne(0)
+            .view(TaskCount, (byteEnd - byteStart) * 8).narrow(1, shift, length);
+        var parts = Enumerable.Range(0, TaskCount)
+            .Select(t => values.narrow(0, offsets[t][block], offsets[t][block + 1] - offsets[t][block])).ToArray();
+        into.zero_().masked_scatter_(bits, TaskCount == 1 ? parts[0] : cat(parts, 0));
     }
+
+    /// <summary>
+    /// Clears <paramref name="target"/> and writes <paramref name="source"/>'s elements, in order, at the set bits of
+    /// <paramref name="maskRow"/> in [<paramref name="start"/>, <paramref name="start"/> + target.Length); returns how many
+    /// were written (stops at the end of <paramref name="source"/>).
+    /// </summary>
+    private static int Fill<TElement>(ReadOnlySpan<byte> maskRow, long start, ReadOnlySpan<TElement> source, Span<TElement> target)
+        where TElement : unmanaged
+    {
+        target.Clear();
+        int length = target.Length, k = 0;
+        if (length == 0)
+        {
+            return 0;
+        }
+
+        long end = start + length;
+        int firstByte = checked((int)(start / 8));
+        int lastByte = checked((int)((end - 1) / 8));
+        for (int i = firstByte; i <= lastByte; i += 8)
+        {
+            int available = Math.Min(8, maskRow.Length - i);
+            ulong word = available == 8
+                ? BinaryPrimitives.ReadUInt64LittleEndian(maskRow.Slice(i, 8))
+                : Tail(maskRow.Slice(i, available));
+            long basePosition = (8L * i) - start; // target position of bit 0 of this word
+            if (basePosition < 0)
+            {
+                word &= ulong.MaxValue << (int)-basePosition;
+            }
+
+            long over = basePosition + 64 - length;
+            if (over > 0)
+            {
+                word &= over >= 64 ? 0 : ulong.MaxValue >> (int)over;
+            }
+
+            while (word != 0)
+            {
+                if (k == source.Length)
+                {
+                    return k + 1; // more set bits than values: the caller reports the mismatch
+                }
+
+                target[(int)(basePosition + BitOperations.TrailingZeroCount(word))] = source[k++];
+                word &= word - 1;
+            }
+        }
+
+        return k;
+    }
+
+    /// <summary>Up to 7 trailing mask bytes as the low bytes of a word.</summary>
+    private static ulong Tail(ReadOnlySpan<byte> bytes)
+    {
+        ulong word = 0;
+        for (int b = bytes.Length - 1; b >= 0; b--)
+        {
+            word = (word << 8) | bytes[b];
+        }
+
+        return word;
+    }
+
+    /// <summary>Whether <see cref="Densify"/> may write with managed code: contiguous CPU values that do not require grad.</summary>
+    private bool ManagedDensifyApplies() =>
+        values.device_type == DeviceType.CPU && values.is_contiguous() && !values.requires_grad && values.ElementSize is 1 or 2 or 4 or 8;
 
     /// <summary>
     /// Where each block's kept values start in <c>values</c>: <c>result[t][j]</c> for block j of
