@@ -32,6 +32,8 @@ internal static class SparsePartsHarness
         var x = randn(B, Tokens, In);
         var flatIndex = keep.view(-1).nonzero().view(-1);
         var shifts = arange(8, ScalarType.Byte);
+        var taus = Enumerable.Range(0, T).Select(_ => randn(Rows, In)).ToList();
+        using var storage = new WeightEnsembling.TaskVectors.SparseTaskVectorStorage(taus, 0.9);
 
         var variants = new (string Name, Func<Tensor> Run)[]
         {
@@ -42,6 +44,8 @@ internal static class SparsePartsHarness
             ("index_put_ flat (indices given)", () => scratch.view(-1).index_put_(values, flatIndex)),
             ("nonzero of bool", () => keep.view(-1).nonzero()),
             ("masked_scatter_ via index: zero+unpack+scatter", () => scratch.zero_().masked_scatter_(maskBytes.unsqueeze(-1).bitwise_and(weights).ne(0).view(T, k), values)),
+            ("storage densify, managed (new [T, k])", () => storage.DenseRange(0, k, managed: true)),
+            ("storage densify, tensor ops (new [T, k])", () => storage.DenseRange(0, k, managed: false)),
             ("addmm_ block += R·tau (dense storage)", () => block.addmm_(r, tauDense, beta: 1, alpha: 1)),
             ("bmm x·blockᵀ", () => x.bmm(block.view(B, Rows, In).transpose(1, 2))),
         };

@@ -21,8 +21,13 @@ namespace WeightEnsembling.TaskVectors;
 /// p-quantile of |τ| (torch.quantile's 'linear' method, computed with kthvalue), as FusionBench's sparse WEMoE does
 /// (<c>mask = |τ| &gt; quantile(|τ|, p)</c>); for p = 0 keep every element, so the storage equals dense exactly
 /// (FusionBench's strict rule would drop the smallest-magnitude elements even at p = 0).</para>
-/// <para>Every product decodes the mask to element indices at compute time (a managed bit scan, O(n / 64 + kept)) and
-/// applies the values with <c>index_add</c>; the dense [T, ...] stack is never rebuilt. State dicts of the earlier
+/// <para>Per-sample linear layers densify the T task vectors at compute time, never keeping anything decoded across
+/// calls: without gradients one block of output rows at a time into a reused [T, rows·in] buffer (a managed scan of the
+/// mask's 64-bit words writing each kept value at its position, O(block / 64 + kept) per task; on other devices a
+/// vectorised bit unpack and one <c>masked_scatter_</c>), followed by the dense storage's <c>addmm_</c>; with gradients
+/// the whole [T, n] once, followed by one <c>addmm</c>. <see cref="WeightedSum"/>, <see cref="BatchedWeightedSum"/> and
+/// <see cref="ToDense"/> decode the mask to indices (a managed bit scan) and apply the values with <c>index_add</c>: the
+/// simple path the tests compare the fast one with. State dicts of the earlier
 /// layout (<c>values</c> and int32 <c>indices</c>) do not load into this one: a strict
 /// <see cref="SafeTensors.StateDict.LoadInto"/> reports the unexpected <c>indices</c> and missing <c>mask</c> keys;
 /// rebuild the storage from the experts.</para>
@@ -138,9 +143,9 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
 
     /// <inheritdoc/>
     /// <remarks>
-    /// Scatters the kept values, weighted per sample, into the per-sample deltas [B, out·in] (one in-place index_add per
-    /// task, no per-sample loop) and applies them with one batched matmul; without gradients, block of output rows by
-    /// block in a reused buffer (see <see cref="BatchedLinear"/>).
+    /// Densifies the task vectors [T, out·in], builds the per-sample deltas [B, out·in] with one matmul and applies them
+    /// with one batched matmul; without gradients, block of output rows by block in reused buffers (see
+    /// <see cref="BatchedLinear"/>).
     /// </remarks>
     public override Tensor BatchedLinearDelta(Tensor input, Tensor routing)
     {
@@ -159,9 +164,11 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
 
     /// <inheritdoc/>
     /// <remarks>
-    /// Scatters the weighted kept values into B copies of W (so W + Δ_b is built in one buffer) and runs one batched
-    /// matmul: half the matmul work of <c>linear(x, W, b) + BatchedLinearDelta(x, R)</c>. When no gradient is needed it
-    /// does so one block of output rows at a time in a reused buffer (the B full weight sets are never allocated). A
+    /// Densifies the task vectors [T, out·in], builds W + R·τ with one <c>addmm</c> and runs one batched matmul: half the
+    /// matmul work of <c>linear(x, W, b) + BatchedLinearDelta(x, R)</c>. When no gradient is needed it does so one block
+    /// of output rows at a time: the block's T task-vector rows are densified into a reused buffer and added with
+    /// <c>addmm_</c> into the reused merge buffer (neither the B full weight sets nor the dense [T, ...] stack are ever
+    /// allocated). A
     /// <c>torch.sparse</c> CSR matmul that never builds the B weight sets was measured about 10× slower on CPU (see
     /// docs/benchmarks.md).
     /// </remarks>
@@ -388,11 +395,11 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
         return counts;
     }
 
-    /// <summary>Adds Σ_t R_bt τ_t into <paramref name="initial"/> [B, out·in] (a new zero tensor when null), in place.</summary>
-    private Tensor Scatter(Tensor routing, Tensor? initial = null)
+    /// <summary>Σ_t R_bt τ_t as a new [B, n] tensor (one index_add per task).</summary>
+    private Tensor Scatter(Tensor routing)
     {
         var decoded = Decode(elementsPerTask);
-        var result = initial ?? zeros(routing.shape[0], elementsPerTask, values.dtype, values.device);
+        var result = zeros(routing.shape[0], elementsPerTask, values.dtype, values.device);
         for (int t = 0; t < TaskCount; t++)
         {
             var (v, i) = decoded.Part(values, t);

@@ -76,8 +76,9 @@ public abstract class TaskVectorStorage : nn.Module
     /// <summary>
     /// Frees the calling thread's scratch buffer, which per-sample linear layers of all storages share between calls
     /// when no gradient is needed (inference, per-sample evaluation). The buffer holds one block of merged weights, at
-    /// most <c>8 M</c> elements (32 MB in float32) or one output row per sample if that is larger; the next such call on
-    /// this thread allocates it again. Disposing a storage frees the calling thread's buffer too.
+    /// most <c>8 M</c> elements (32 MB in float32) or one output row per sample if that is larger; the sparse storage adds
+    /// a second one for the block's densified task vectors (T/B times that size). The next such call on this thread
+    /// allocates them again. Disposing a storage frees the calling thread's buffer too.
     /// </summary>
     public static void ReleaseWorkspace()
     {
