@@ -14,6 +14,11 @@ if (args.Length > 0 && args[0] == "adaptation-memory")
     return AdaptationMemoryHarness.Run(args[1..]);
 }
 
+if (args.Length > 0 && args[0] == "sparse-parts")
+{
+    return SparsePartsHarness.Run(args[1..]);
+}
+
 if (args.Length > 0 && args[0] == "merge-workspace")
 {
     return MergeWorkspaceHarness.Run(args[1..]);

@@ -16,14 +16,16 @@ public sealed class SafeTensorsFile : IDisposable
     private readonly SafeTensorsHeader _header;
     private readonly MemoryMappedFile _map;
     private readonly MemoryMappedViewAccessor _view;
+    private readonly FileStream _stream;
     private readonly object _gate = new();
     private readonly string[] _names;
     private unsafe byte* _base;
     private bool _disposed;
 
-    private unsafe SafeTensorsFile(string path, SafeTensorsHeader header, MemoryMappedFile map, MemoryMappedViewAccessor view)
+    private unsafe SafeTensorsFile(string path, SafeTensorsHeader header, FileStream stream, MemoryMappedFile map, MemoryMappedViewAccessor view)
     {
         FilePath = path;
+        _stream = stream;
         _header = header;
         _map = map;
         _view = view;
@@ -58,25 +60,19 @@ public sealed class SafeTensorsFile : IDisposable
         {
             var header = SafeTensorsHeader.Read(stream, fullPath);
             map = MemoryMappedFile.CreateFromFile(stream, mapName: null, capacity: 0, MemoryMappedFileAccess.Read,
-                HandleInheritability.None, leaveOpen: false);
+                HandleInheritability.None, leaveOpen: true);
             var view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
             if (view.Capacity < header.DataOffset + header.DataLength)
             {
                 view.Dispose();
                 throw new SafeTensorsFormatException(fullPath, null, "the file changed size while it was being opened.");
             }
-            return new SafeTensorsFile(fullPath, header, map, view);
+            return new SafeTensorsFile(fullPath, header, stream, map, view);
         }
         catch
         {
-            if (map is not null)
-            {
-                map.Dispose();
-            }
-            else
-            {
-                stream.Dispose();
-            }
+            map?.Dispose();
+            stream.Dispose();
             throw;
         }
     }
@@ -163,7 +159,8 @@ public sealed class SafeTensorsFile : IDisposable
     /// <summary>
     /// Reads the file's tensors straight into the parameters and buffers of <paramref name="module"/> whose state-dict
     /// keys match, without an intermediate tensor where it can: a contiguous CPU target of the stored dtype receives the
-    /// mapped bytes directly (one copy, no allocation); other targets (another dtype or device, BOOL) go through
+    /// file's bytes directly by positional reads (<see cref="RandomAccess.Read(Microsoft.Win32.SafeHandles.SafeFileHandle, Span{byte}, long)"/>:
+    /// one copy from the page cache, no allocation, the mapping untouched); other targets (another dtype or device, BOOL) go through
     /// <see cref="Load(string)"/> and <c>copy_</c>. Same rules as <see cref="StateDict.LoadInto"/>: strict mode checks
     /// every key and shape first and throws, leaving the module unchanged.
     /// </summary>
@@ -171,6 +168,7 @@ public sealed class SafeTensorsFile : IDisposable
     /// <param name="strict">Whether any mismatch is an error. The default value is true.</param>
     /// <returns>What was copied and what did not match.</returns>
     /// <exception cref="StateDictLoadException">Strict mode found a mismatch.</exception>
+    /// <exception cref="SafeTensorsFormatException">The file was truncated after it was opened.</exception>
     public StateDictLoadReport LoadInto(nn.Module module, bool strict = true)
     {
         ArgumentNullException.ThrowIfNull(module);
@@ -212,14 +210,13 @@ public sealed class SafeTensorsFile : IDisposable
             if (info.DType != SafeTensorsDType.BOOL && SafeTensorsDTypes.ToScalarType(info.DType) == target.dtype
                 && target.device_type == DeviceType.CPU && target.is_contiguous())
             {
+                // pread straight into the parameter's memory: no page of the mapping is touched (no minor fault per
+                // 4 KiB page of the file), the kernel copies from the page cache.
                 lock (_gate)
                 {
                     ObjectDisposedException.ThrowIf(_disposed, this);
-                    unsafe
-                    {
-                        var source = _base + _header.DataOffset + info.Begin;
-                        TensorBytes.Visit(target, (span, offset) => new ReadOnlySpan<byte>(source + offset, span.Length).CopyTo(span));
-                    }
+                    var start = _header.DataOffset + info.Begin;
+                    TensorBytes.Visit(target, (span, offset) => ReadExactly(span, start + offset, key));
                 }
             }
             else
@@ -230,6 +227,22 @@ public sealed class SafeTensorsFile : IDisposable
         }
 
         return report;
+    }
+
+    /// <summary>Fills <paramref name="span"/> from the file at <paramref name="fileOffset"/> (positional reads, the file position is not used).</summary>
+    private void ReadExactly(Span<byte> span, long fileOffset, string name)
+    {
+        while (!span.IsEmpty)
+        {
+            int read = RandomAccess.Read(_stream.SafeFileHandle, span, fileOffset);
+            if (read <= 0)
+            {
+                throw new SafeTensorsFormatException(FilePath, name, "the file ended before the tensor's data (was it truncated?).");
+            }
+
+            span = span[read..];
+            fileOffset += read;
+        }
     }
 
     /// <summary>Loads every tensor (see <see cref="Load(string)"/>).</summary>
@@ -272,6 +285,7 @@ public sealed class SafeTensorsFile : IDisposable
             _view.SafeMemoryMappedViewHandle.ReleasePointer();
             _view.Dispose();
             _map.Dispose();
+            _stream.Dispose();
         }
     }
 }

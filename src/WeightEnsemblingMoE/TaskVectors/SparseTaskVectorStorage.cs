@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using TorchSharp;
@@ -20,8 +21,13 @@ namespace WeightEnsembling.TaskVectors;
 /// p-quantile of |τ| (torch.quantile's 'linear' method, computed with kthvalue), as FusionBench's sparse WEMoE does
 /// (<c>mask = |τ| &gt; quantile(|τ|, p)</c>); for p = 0 keep every element, so the storage equals dense exactly
 /// (FusionBench's strict rule would drop the smallest-magnitude elements even at p = 0).</para>
-/// <para>Every product decodes the mask to element indices at compute time (a managed bit scan, O(n / 64 + kept)) and
-/// applies the values with <c>index_add</c>; the dense [T, ...] stack is never rebuilt. State dicts of the earlier
+/// <para>Per-sample linear layers densify the T task vectors at compute time, never keeping anything decoded across
+/// calls: without gradients one block of output rows at a time into a reused [T, rows·in] buffer (a managed scan of the
+/// mask's 64-bit words writing each kept value at its position, O(block / 64 + kept) per task; on other devices a
+/// vectorised bit unpack and one <c>masked_scatter_</c>), followed by the dense storage's <c>addmm_</c>; with gradients
+/// the whole [T, n] once, followed by one <c>addmm</c>. <see cref="WeightedSum"/>, <see cref="BatchedWeightedSum"/> and
+/// <see cref="ToDense"/> decode the mask to indices (a managed bit scan) and apply the values with <c>index_add</c>: the
+/// simple path the tests compare the fast one with. State dicts of the earlier
 /// layout (<c>values</c> and int32 <c>indices</c>) do not load into this one: a strict
 /// <see cref="SafeTensors.StateDict.LoadInto"/> reports the unexpected <c>indices</c> and missing <c>mask</c> keys;
 /// rebuild the storage from the experts.</para>
@@ -137,9 +143,9 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
 
     /// <inheritdoc/>
     /// <remarks>
-    /// Scatters the kept values, weighted per sample, into the per-sample deltas [B, out·in] (one in-place index_add per
-    /// task, no per-sample loop) and applies them with one batched matmul; without gradients, block of output rows by
-    /// block in a reused buffer (see <see cref="BatchedLinear"/>).
+    /// Densifies the task vectors [T, out·in], builds the per-sample deltas [B, out·in] with one matmul and applies them
+    /// with one batched matmul; without gradients, block of output rows by block in reused buffers (see
+    /// <see cref="BatchedLinear"/>).
     /// </remarks>
     public override Tensor BatchedLinearDelta(Tensor input, Tensor routing)
     {
@@ -152,15 +158,17 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
             return Blocked(x, r, null, null).MoveToOuterDisposeScope();
         }
 
-        var deltas = Scatter(r).view(r.shape[0], Shape[0], Shape[1]);
+        var deltas = r.matmul(DenseRange(0, elementsPerTask)).view(r.shape[0], Shape[0], Shape[1]);
         return x.bmm(deltas.transpose(1, 2)).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>
     /// <remarks>
-    /// Scatters the weighted kept values into B copies of W (so W + Δ_b is built in one buffer) and runs one batched
-    /// matmul: half the matmul work of <c>linear(x, W, b) + BatchedLinearDelta(x, R)</c>. When no gradient is needed it
-    /// does so one block of output rows at a time in a reused buffer (the B full weight sets are never allocated). A
+    /// Densifies the task vectors [T, out·in], builds W + R·τ with one <c>addmm</c> and runs one batched matmul: half the
+    /// matmul work of <c>linear(x, W, b) + BatchedLinearDelta(x, R)</c>. When no gradient is needed it does so one block
+    /// of output rows at a time: the block's T task-vector rows are densified into a reused buffer and added with
+    /// <c>addmm_</c> into the reused merge buffer (neither the B full weight sets nor the dense [T, ...] stack are ever
+    /// allocated). A
     /// <c>torch.sparse</c> CSR matmul that never builds the B weight sets was measured about 10× slower on CPU (see
     /// docs/benchmarks.md).
     /// </remarks>
@@ -177,8 +185,8 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
             return Blocked(x, r, w, b).MoveToOuterDisposeScope();
         }
 
-        var initial = w.reshape(1, elementsPerTask).repeat(r.shape[0], 1);
-        var merged = Scatter(r, initial).view(r.shape[0], Shape[0], Shape[1]);
+        var merged = torch.addmm(w.reshape(1, elementsPerTask), r, DenseRange(0, elementsPerTask), beta: 1, alpha: 1)
+            .view(r.shape[0], Shape[0], Shape[1]);
         var result = x.bmm(merged.transpose(1, 2));
         if (b is not null)
         {
@@ -387,11 +395,11 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
         return counts;
     }
 
-    /// <summary>Adds Σ_t R_bt τ_t into <paramref name="initial"/> [B, out·in] (a new zero tensor when null), in place.</summary>
-    private Tensor Scatter(Tensor routing, Tensor? initial = null)
+    /// <summary>Σ_t R_bt τ_t as a new [B, n] tensor (one index_add per task).</summary>
+    private Tensor Scatter(Tensor routing)
     {
         var decoded = Decode(elementsPerTask);
-        var result = initial ?? zeros(routing.shape[0], elementsPerTask, values.dtype, values.device);
+        var result = zeros(routing.shape[0], elementsPerTask, values.dtype, values.device);
         for (int t = 0; t < TaskCount; t++)
         {
             var (v, i) = decoded.Part(values, t);
@@ -401,23 +409,264 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
         return result;
     }
 
-    /// <summary>The per-sample linear layer block of output rows by block, in the reused buffer (no gradient needed).</summary>
+    /// <summary>
+    /// The per-sample linear layer block of output rows by block, in the reused buffer (no gradient needed): per block,
+    /// the T task vectors' rows are densified into a second reused buffer (<see cref="Densify"/>) and added with one
+    /// <c>addmm_</c>, as the dense storage does.
+    /// </summary>
     private Tensor Blocked(Tensor x, Tensor r, Tensor? w, Tensor? b)
     {
         long rowsPerBlock = RowsPerBlock(x.shape[0]);
-        var decoded = Decode(rowsPerBlock * Shape[1]);
+        long inFeatures = Shape[1];
+        var offsets = BlockOffsets(rowsPerBlock * inFeatures);
+        bool managed = ManagedDensifyApplies();
+        using var maskBits = managed ? MaskBytes() : MaskOnValuesDevice();
         return BlockedLinear(x, w, b, (block, row, rows) =>
         {
             int j = checked((int)(row / rowsPerBlock));
+            var scratch = SecondWorkspace(TaskCount * rowsPerBlock * inFeatures, values)
+                .narrow(0, 0, TaskCount * rows * inFeatures).view(TaskCount, rows * inFeatures);
+            Densify(maskBits, managed, row * inFeatures, rows * inFeatures, offsets, j, scratch);
+            block.addmm_(r, scratch, beta: 1, alpha: 1);
+        });
+    }
+
+    /// <summary>
+    /// Elements [<paramref name="start"/>, <paramref name="start"/> + <paramref name="length"/>) of every task vector,
+    /// dense, [T, length], a new tensor: the simple-path and test entry to <see cref="Densify"/>.
+    /// </summary>
+    /// <param name="start">The first flat element.</param>
+    /// <param name="length">The number of elements.</param>
+    /// <param name="managed">Force the managed (true) or tensor-op (false) way; null picks as the fast path does.</param>
+    internal Tensor DenseRange(long start, long length, bool? managed = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(start + length, elementsPerTask);
+        bool useManaged = managed ?? ManagedDensifyApplies();
+        if (useManaged && !ManagedDensifyApplies())
+        {
+            throw new InvalidOperationException("The managed densify needs contiguous CPU values that do not require grad.");
+        }
+
+        long[][] offsets;
+        using (var bytes = MaskBytes())
+        {
+            var counts = Counts(bytes);
+            var mask = bytes.bytes;
+            offsets = new long[TaskCount][];
             for (int t = 0; t < TaskCount; t++)
             {
-                var (v, i) = decoded.Part(values, t, j);
-                if (i.numel() > 0)
+                var row = mask.Slice(checked((int)(t * maskBytesPerTask)), checked((int)maskBytesPerTask));
+                long first = counts[t] + PopCount(row, 0, start);
+                offsets[t] = [first, first + PopCount(row, start, start + length)];
+            }
+        }
+
+        using var maskBits = useManaged ? MaskBytes() : MaskOnValuesDevice();
+        var result = empty(TaskCount, length, values.dtype, values.device);
+        Densify(maskBits, useManaged, start, length, offsets, 0, result);
+        return result;
+    }
+
+    /// <summary>
+    /// Writes elements [<paramref name="start"/>, <paramref name="start"/> + <paramref name="length"/>) of every task
+    /// vector, dense, into <paramref name="into"/> [T, length] (overwritten). Managed way (contiguous CPU values, see
+    /// <see cref="ManagedDensifyApplies"/>): per task, clear the row and scan the mask's 64-bit words, writing each kept
+    /// value at its position (O(length / 64 + kept), raw element bytes, so any dtype). Tensor-op way (other devices, or
+    /// values that require grad): unpack the mask bytes to a bool mask (<c>bytes.unsqueeze(-1) &amp; [1, 2, …, 128] ≠ 0</c>)
+    /// and write the block's kept values of all tasks with one <c>masked_scatter_</c>. Nothing decoded survives the call.
+    /// </summary>
+    /// <param name="maskBits">The mask: uint8 contiguous CPU (<see cref="MaskBytes"/>) for the managed way, uint8 on the values' device (<see cref="MaskOnValuesDevice"/>) otherwise.</param>
+    /// <param name="managed">Which way.</param>
+    /// <param name="start">The first flat element.</param>
+    /// <param name="length">The number of elements.</param>
+    /// <param name="offsets">Kept-value offsets (<see cref="BlockOffsets"/>): the range's values of task t are <c>values[offsets[t][block] .. offsets[t][block + 1])</c>.</param>
+    /// <param name="block">Which block of <paramref name="offsets"/> the range is.</param>
+    /// <param name="into">A contiguous [T, length] tensor of the values' dtype and device.</param>
+    private void Densify(Tensor maskBits, bool managed, long start, long length, long[][] offsets, int block, Tensor into)
+    {
+        if (managed)
+        {
+            var mask = maskBits.bytes;
+            for (int t = 0; t < TaskCount; t++)
+            {
+                long from = offsets[t][block], count = offsets[t][block + 1] - from;
+                using var part = values.narrow(0, from, count);
+                using var row = into.select(0, t);
+                var source = count == 0 ? [] : part.bytes;
+                var target = length == 0 ? [] : row.bytes;
+                var maskRow = mask.Slice(checked((int)(t * maskBytesPerTask)), checked((int)maskBytesPerTask));
+                int written = values.ElementSize switch
                 {
-                    block.index_add_(1, i, r.narrow(1, t, 1) * v.unsqueeze(0), 1);
+                    1 => Fill(maskRow, start, source, target),
+                    2 => Fill(maskRow, start, MemoryMarshal.Cast<byte, ushort>(source), MemoryMarshal.Cast<byte, ushort>(target)),
+                    4 => Fill(maskRow, start, MemoryMarshal.Cast<byte, uint>(source), MemoryMarshal.Cast<byte, uint>(target)),
+                    8 => Fill(maskRow, start, MemoryMarshal.Cast<byte, ulong>(source), MemoryMarshal.Cast<byte, ulong>(target)),
+                    _ => throw new InvalidOperationException($"Unexpected element size {values.ElementSize}."),
+                };
+                if (written != count)
+                {
+                    throw new InvalidOperationException($"Sparse storage '{GetName()}': task {t}'s mask and values disagree.");
                 }
             }
-        });
+
+            return;
+        }
+
+        long byteStart = start / 8, byteEnd = (start + length + 7) / 8, shift = start % 8;
+        using var scope = NewDisposeScope();
+        var weights = tensor(new byte[] { 1, 2, 4, 8, 16, 32, 64, 128 }, device: maskBits.device);
+        var bits = maskBits.narrow(1, byteStart, byteEnd - byteStart).unsqueeze(-1).bitwise_and(weights).ne(0)
+            .view(TaskCount, (byteEnd - byteStart) * 8).narrow(1, shift, length);
+        var parts = Enumerable.Range(0, TaskCount)
+            .Select(t => values.narrow(0, offsets[t][block], offsets[t][block + 1] - offsets[t][block])).ToArray();
+        into.zero_().masked_scatter_(bits, TaskCount == 1 ? parts[0] : cat(parts, 0));
+    }
+
+    /// <summary>
+    /// Clears <paramref name="target"/> and writes <paramref name="source"/>'s elements, in order, at the set bits of
+    /// <paramref name="maskRow"/> in [<paramref name="start"/>, <paramref name="start"/> + target.Length); returns how many
+    /// were written (stops at the end of <paramref name="source"/>).
+    /// </summary>
+    private static int Fill<TElement>(ReadOnlySpan<byte> maskRow, long start, ReadOnlySpan<TElement> source, Span<TElement> target)
+        where TElement : unmanaged
+    {
+        target.Clear();
+        int length = target.Length, k = 0;
+        if (length == 0)
+        {
+            return 0;
+        }
+
+        long end = start + length;
+        int firstByte = checked((int)(start / 8));
+        int lastByte = checked((int)((end - 1) / 8));
+        for (int i = firstByte; i <= lastByte; i += 8)
+        {
+            int available = Math.Min(8, maskRow.Length - i);
+            ulong word = available == 8
+                ? BinaryPrimitives.ReadUInt64LittleEndian(maskRow.Slice(i, 8))
+                : Tail(maskRow.Slice(i, available));
+            long basePosition = (8L * i) - start; // target position of bit 0 of this word
+            if (basePosition < 0)
+            {
+                word &= ulong.MaxValue << (int)-basePosition;
+            }
+
+            long over = basePosition + 64 - length;
+            if (over > 0)
+            {
+                word &= over >= 64 ? 0 : ulong.MaxValue >> (int)over;
+            }
+
+            while (word != 0)
+            {
+                if (k == source.Length)
+                {
+                    return k + 1; // more set bits than values: the caller reports the mismatch
+                }
+
+                target[(int)(basePosition + BitOperations.TrailingZeroCount(word))] = source[k++];
+                word &= word - 1;
+            }
+        }
+
+        return k;
+    }
+
+    /// <summary>Up to 7 trailing mask bytes as the low bytes of a word.</summary>
+    private static ulong Tail(ReadOnlySpan<byte> bytes)
+    {
+        ulong word = 0;
+        for (int b = bytes.Length - 1; b >= 0; b--)
+        {
+            word = (word << 8) | bytes[b];
+        }
+
+        return word;
+    }
+
+    /// <summary>Whether <see cref="Densify"/> may write with managed code: contiguous CPU values that do not require grad.</summary>
+    private bool ManagedDensifyApplies() =>
+        values.device_type == DeviceType.CPU && values.is_contiguous() && !values.requires_grad && values.ElementSize is 1 or 2 or 4 or 8;
+
+    /// <summary>
+    /// Where each block's kept values start in <c>values</c>: <c>result[t][j]</c> for block j of
+    /// <paramref name="blockElements"/> consecutive elements of task t (j = 0..blocks; the last entry is the task's end).
+    /// Popcounts of the mask, O(T·n / 64) per call; small, so nothing needs caching.
+    /// </summary>
+    internal long[][] BlockOffsets(long blockElements)
+    {
+        using var bytes = MaskBytes();
+        var counts = Counts(bytes);
+        long blocks = Math.Max(1, (elementsPerTask + blockElements - 1) / blockElements);
+        var source = bytes.bytes;
+        var result = new long[TaskCount][];
+        for (int t = 0; t < TaskCount; t++)
+        {
+            var row = source.Slice(checked((int)(t * maskBytesPerTask)), checked((int)maskBytesPerTask));
+            var offsets = result[t] = new long[blocks + 1];
+            long count = counts[t], position = 0;
+            offsets[0] = count;
+            for (long j = 1; j <= blocks; j++)
+            {
+                long end = Math.Min(j * blockElements, elementsPerTask);
+                count += PopCount(row, position, end);
+                position = end;
+                offsets[j] = count;
+            }
+
+            if (count != counts[t + 1])
+            {
+                throw new InvalidOperationException($"Sparse storage '{GetName()}': task {t}'s mask has set padding bits.");
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>The number of set bits [<paramref name="from"/>, <paramref name="to"/>) of an LSB-first bit row.</summary>
+    private static long PopCount(ReadOnlySpan<byte> row, long from, long to)
+    {
+        if (from >= to)
+        {
+            return 0;
+        }
+
+        int firstByte = checked((int)(from / 8)), lastByte = checked((int)((to - 1) / 8));
+        int low = (int)(from % 8), high = (int)((to - 1) % 8) + 1;
+        if (firstByte == lastByte)
+        {
+            return BitOperations.PopCount((uint)((row[firstByte] & ((1 << high) - 1)) >> low));
+        }
+
+        long count = BitOperations.PopCount((uint)(row[firstByte] >> low)) + BitOperations.PopCount((uint)(row[lastByte] & ((1 << high) - 1)));
+        var middle = row.Slice(firstByte + 1, lastByte - firstByte - 1);
+        var words = MemoryMarshal.Cast<byte, ulong>(middle);
+        foreach (var word in words)
+        {
+            count += BitOperations.PopCount(word);
+        }
+
+        for (int i = words.Length * 8; i < middle.Length; i++)
+        {
+            count += BitOperations.PopCount(middle[i]);
+        }
+
+        return count;
+    }
+
+    /// <summary>The mask as uint8 on the values' device (a new handle; <c>to(dtype)</c> may have converted the buffer).</summary>
+    private Tensor MaskOnValuesDevice()
+    {
+        if (mask.dtype == ScalarType.Byte && mask.device == values.device)
+        {
+            return mask.alias();
+        }
+
+        using var scope = NewDisposeScope();
+        return mask.to(ScalarType.Byte).to(values.device).MoveToOuterDisposeScope();
     }
 
     private void CheckTask(int task)

@@ -76,13 +76,16 @@ public abstract class TaskVectorStorage : nn.Module
     /// <summary>
     /// Frees the calling thread's scratch buffer, which per-sample linear layers of all storages share between calls
     /// when no gradient is needed (inference, per-sample evaluation). The buffer holds one block of merged weights, at
-    /// most <c>8 M</c> elements (32 MB in float32) or one output row per sample if that is larger; the next such call on
-    /// this thread allocates it again. Disposing a storage frees the calling thread's buffer too.
+    /// most <c>8 M</c> elements (32 MB in float32) or one output row per sample if that is larger; the sparse storage adds
+    /// a second one for the block's densified task vectors (T/B times that size). The next such call on this thread
+    /// allocates them again. Disposing a storage frees the calling thread's buffer too.
     /// </summary>
     public static void ReleaseWorkspace()
     {
         threadWorkspace?.Dispose();
         threadWorkspace = null;
+        threadSecondWorkspace?.Dispose();
+        threadSecondWorkspace = null;
     }
 
     /// <summary>Whether the calling thread holds a scratch buffer (for tests).</summary>
@@ -105,6 +108,10 @@ public abstract class TaskVectorStorage : nn.Module
     // module, which TorchSharp would register as a buffer.
     [ThreadStatic]
     private static Tensor? threadWorkspace;
+
+    // A second per-thread buffer for a storage's own per-block scratch (the sparse storage's densified block [T, rows·in]).
+    [ThreadStatic]
+    private static Tensor? threadSecondWorkspace;
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
@@ -176,13 +183,22 @@ public abstract class TaskVectorStorage : nn.Module
     private protected long RowsPerBlock(long batch) => Math.Clamp(BlockElements / Math.Max(1, batch * Shape[1]), 1, Math.Max(1, Shape[0]));
 
     /// <summary>The thread's scratch buffer with at least <paramref name="elements"/> elements of <paramref name="like"/>'s dtype and device (a new handle to it, in the current scope).</summary>
-    private static Tensor Workspace(long elements, Tensor like)
+    private static Tensor Workspace(long elements, Tensor like) => Reuse(ref threadWorkspace, elements, like);
+
+    /// <summary>
+    /// The thread's second scratch buffer (for a storage's own per-block scratch inside <see cref="BlockedLinear"/>'s
+    /// callback), with at least <paramref name="elements"/> elements of <paramref name="like"/>'s dtype and device, flat;
+    /// a new handle in the current scope. Freed by <see cref="ReleaseWorkspace"/> too.
+    /// </summary>
+    private protected static Tensor SecondWorkspace(long elements, Tensor like) => Reuse(ref threadSecondWorkspace, elements, like);
+
+    private static Tensor Reuse(ref Tensor? slot, long elements, Tensor like)
     {
-        var current = threadWorkspace;
+        var current = slot;
         if (current is null || current.numel() < elements || current.dtype != like.dtype || current.device != like.device)
         {
             current?.Dispose();
-            threadWorkspace = current = empty(elements, like.dtype, like.device).DetachFromDisposeScope();
+            slot = current = empty(elements, like.dtype, like.device).DetachFromDisposeScope();
         }
 
         return current.alias();

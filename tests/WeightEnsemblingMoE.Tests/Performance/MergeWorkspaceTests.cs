@@ -57,6 +57,46 @@ public sealed class MergeWorkspaceTests
         Assert.That((fast - expected).abs().max().item<float>(), Is.LessThan(1e-5f));
     }
 
+    /// <summary>
+    /// In-features not a multiple of 8 (769): the sparse storage's merge blocks start mid-byte of the mask. Reference:
+    /// x_b·(W + Σ_t R_bt τ_t)ᵀ + b from the pruned task vectors of <see cref="SparseTaskVectorStorage.ToDense"/>
+    /// (which decodes the mask by a managed bit scan and <c>index_add</c>, no block code), with and without gradients.
+    /// </summary>
+    [Test]
+    public void Sparse_UnalignedBlocks_NoGradAndGradPaths_EqualReferenceFromToDense()
+    {
+        using var scope = NewDisposeScope();
+        const long oddIn = 769;
+        using var generator = new Generator(12);
+        var x = randn(new long[] { Batch, 4, oddIn }, generator: generator);
+        var r = rand(new long[] { Batch, Tasks }, generator: generator);
+        var w = randn(new long[] { Out, oddIn }, generator: generator) * 0.05;
+        var bias = randn(new long[] { Out }, generator: generator);
+        var taus = Enumerable.Range(0, Tasks).Select(_ => randn(new long[] { Out, oddIn }, generator: generator) * 0.01).ToList();
+        using var storage = new SparseTaskVectorStorage(taus, 0.9);
+        long rowsPerBlock = storage.RowsPerBlockForTests(Batch);
+        Assert.That(rowsPerBlock * oddIn % 8, Is.Not.EqualTo(0), "blocks must start mid-byte");
+        Assert.That(rowsPerBlock, Is.LessThan(Out));
+
+        var pruned = stack(Enumerable.Range(0, Tasks).Select(storage.ToDense).ToArray()).reshape(Tasks, -1);
+        var merged = (w.reshape(1, -1) + r.matmul(pruned)).view(Batch, Out, oddIn);
+        var expected = x.bmm(merged.transpose(1, 2)) + bias;
+        var expectedDelta = x.bmm(r.matmul(pruned).view(Batch, Out, oddIn).transpose(1, 2));
+
+        Tensor fast, fastDelta;
+        using (no_grad())
+        {
+            fast = storage.BatchedLinear(x, r, w, bias);
+            fastDelta = storage.BatchedLinearDelta(x, r);
+        }
+
+        var rGrad = r.clone().requires_grad_(true);
+        var slow = storage.BatchedLinear(x, rGrad, w, bias);
+        Assert.That((fast - expected).abs().max().item<float>(), Is.LessThan(1e-5f));
+        Assert.That((fastDelta - expectedDelta).abs().max().item<float>(), Is.LessThan(1e-5f));
+        Assert.That((slow.detach() - expected).abs().max().item<float>(), Is.LessThan(1e-5f));
+    }
+
     [TestCase("dense")]
     [TestCase("sparse")]
     public void NoGrad_RepeatedCalls_KeepLiveTensorCountAndWorkspace(string kind)

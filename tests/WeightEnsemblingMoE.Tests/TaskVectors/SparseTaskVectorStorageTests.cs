@@ -134,6 +134,42 @@ public sealed class SparseTaskVectorStorageTests
         }
     }
 
+    [TestCase(0L, 143L)]
+    [TestCase(0L, 0L)]
+    [TestCase(0L, 70L)]
+    [TestCase(3L, 61L)]
+    [TestCase(8L, 64L)]
+    [TestCase(13L, 130L)]
+    [TestCase(65L, 78L)]
+    [TestCase(142L, 1L)]
+    public void DenseRange_ManagedAndTensorOps_EqualToDenseSlicesExactly(long start, long length)
+    {
+        using var scope = NewDisposeScope();
+        // 13 × 11 = 143 elements per task: the last mask byte has padding bits, ranges start and end mid-byte and mid-word.
+        var taus = StorageTestData.RandomTaskVectors(3, [13, 11], seed: 35);
+        using var sparse = new SparseTaskVectorStorage(taus, 0.6);
+        var expected = stack(Enumerable.Range(0, 3).Select(sparse.ToDense).ToArray()).reshape(3, -1).narrow(1, start, length);
+        foreach (bool managed in new[] { true, false })
+        {
+            var actual = sparse.DenseRange(start, length, managed);
+            Assert.That(actual.shape, Is.EqualTo(new long[] { 3, length }));
+            Assert.That(actual.eq(expected).all().item<bool>(), Is.True, $"managed = {managed}");
+        }
+    }
+
+    [TestCase(ScalarType.Float64)]
+    [TestCase(ScalarType.BFloat16)]
+    public void DenseRange_OtherDtypes_ManagedEqualsTensorOps(ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        using var sparse = new SparseTaskVectorStorage(StorageTestData.RandomTaskVectors(2, [9, 15], seed: 36), 0.7);
+        sparse.to(dtype);
+        var managed = sparse.DenseRange(5, 120, managed: true);
+        Assert.That(managed.dtype, Is.EqualTo(dtype));
+        Assert.That(managed.eq(sparse.DenseRange(5, 120, managed: false)).all().item<bool>(), Is.True);
+        Assert.That(managed.eq(stack([sparse.ToDense(0), sparse.ToDense(1)]).reshape(2, -1).narrow(1, 5, 120)).all().item<bool>(), Is.True);
+    }
+
     [Test]
     public void BatchedLinearDelta_EqualsNaivePerSampleComputation()
     {
