@@ -37,7 +37,7 @@ AnsiConsole.Progress()
         foreach (var method in methods)
         {
             bars[method].StartTask();
-            var options = new MergingBenchmarkOptions { Methods = [method], AdaptationSteps = 200, EvaluationBatchSize = 250 };
+            var options = new MergingBenchmarkOptions { Methods = [method], AdaptationSteps = 200 };
             results.AddRange(MergingBenchmark.Run(pretrained, experts, tasks, options));
             bars[method].Value = 1;
             bars[method].StopTask();

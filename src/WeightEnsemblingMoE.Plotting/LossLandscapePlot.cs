@@ -111,7 +111,7 @@ public static class LossLandscapePlot
         }
 
         // The legend sits right of the colour bar, one entry per row (at the bottom edge ScottPlot 5.1.59 shows at most five
-        // entries: docs/torchsharp-notes/figs.md); the panel is widened by the longest label.
+        // entries: docs/torchsharp-notes.md); the panel is widened by the longest label.
         int legendRoom = landscape.Markers.Count == 0 ? 0 : 60 + (7 * landscape.Markers.Max(m => m.Label.Length + 20));
         var size = new FigureOptions { PanelWidth = options.PanelWidth + legendRoom, PanelHeight = options.PanelHeight, MaxColumns = 1 };
         return FigureWriter.Save([plot], basePath, csv.ToString(), size);

@@ -40,7 +40,7 @@ public sealed class FigureSettings
 
     /// <summary>
     /// libtorch's intra-op threads for the figures, or 0 to leave the setting alone. The default value is 1: on a shared,
-    /// oversubscribed machine two threads were 5–10 times slower than one (docs/torchsharp-notes/figs.md).
+    /// oversubscribed machine two threads were 5–10 times slower than one (docs/torchsharp-notes.md).
     /// </summary>
     public int Threads { get; set; } = 1;
 
