@@ -1,3 +1,4 @@
+using System.Globalization;
 using ScottPlot;
 using WeightEnsembling.Analysis;
 using static WeightEnsembling.Plotting.FigureWriter;
@@ -68,11 +69,20 @@ public static class LossLandscapePlot
             var color = Category10(m);
             var shape = Shapes[m % Shapes.Length];
             bool outline = shape is MarkerShape.Cross or MarkerShape.Eks or MarkerShape.Asterisk;
-            var drawn = plot.Add.Marker(marker.Lambda1, marker.Lambda2, shape, outline ? 16 : 12, color);
+            // A point off the grid (a WEMoE routing far outside the simplex) is pinned to the grid's edge and its true place
+            // named in the legend, so the axes stay the landscape's and the marker is not clipped.
+            double x = Math.Clamp(marker.Lambda1, xs.Min(), xs.Max());
+            double y = Math.Clamp(marker.Lambda2, ys.Min(), ys.Max());
+            bool outside = x != marker.Lambda1 || y != marker.Lambda2;
+            var drawn = plot.Add.Marker(x, y, shape, outline ? 16 : 12, color);
             // Filled shapes get a black edge; line-only shapes are drawn thick in their own colour (a black cross vanishes on the dark end of the colour map).
             drawn.MarkerLineColor = outline ? color : Colors.Black;
             drawn.MarkerLineWidth = outline ? 3 : 1;
             drawn.LegendText = marker.Residual is double r && r > 0.005 ? $"{marker.Label} (off-plane {r:P0})" : marker.Label;
+            if (outside)
+            {
+                drawn.LegendText += string.Create(CultureInfo.InvariantCulture, $" (off the grid, at ({marker.Lambda1:F2}, {marker.Lambda2:F2}))");
+            }
         }
 
         plot.Title($"Loss landscape: {surface}");
@@ -112,7 +122,7 @@ public static class LossLandscapePlot
 
         // The legend sits right of the colour bar, one entry per row (at the bottom edge ScottPlot 5.1.59 shows at most five
         // entries: docs/torchsharp-notes.md); the panel is widened by the longest label.
-        int legendRoom = landscape.Markers.Count == 0 ? 0 : 60 + (7 * landscape.Markers.Max(m => m.Label.Length + 20));
+        int legendRoom = landscape.Markers.Count == 0 ? 0 : 60 + (7 * landscape.Markers.Max(m => m.Label.Length + 45));
         var size = new FigureOptions { PanelWidth = options.PanelWidth + legendRoom, PanelHeight = options.PanelHeight, MaxColumns = 1 };
         return FigureWriter.Save([plot], basePath, csv.ToString(), size);
     }

@@ -98,7 +98,10 @@ public static class MergingBenchmark
                 var granularity = method == MergingMethod.AdaMergingTaskWise ? AdaMergingGranularity.TaskWise : AdaMergingGranularity.LayerWise;
                 using var model = AdaMergingModel.Create(pretrained, experts, new AdaMergingOptions { Granularity = granularity });
                 new EntropyTrainer().Adapt(model, test, Adaptation(options, options.AdaMergingLearningRate), cancellationToken: ct);
-                return Plain(name, model.MergeAndUnload(), test, options, ct, $"{options.AdaptationSteps} steps, lr {options.AdaMergingLearningRate}");
+                // The deployed model is plain; what the method trained is the merging coefficients.
+                var merged = model.MergeAndUnload();
+                var count = ParameterCount.Of(merged) with { Trainable = model.MergeWeight.numel() };
+                return Plain(name, merged, test, options, ct, $"{options.AdaptationSteps} steps, lr {options.AdaMergingLearningRate}", count);
             }
 
             case MergingMethod.WemoeZeroLayer:

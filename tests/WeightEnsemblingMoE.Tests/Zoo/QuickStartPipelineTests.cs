@@ -1,5 +1,6 @@
 using WeightEnsembling.Clip;
 using WeightEnsembling.Experiments;
+using WeightEnsembling.Models;
 using WeightEnsembling.Tasks;
 using WeightEnsembling.Zoo;
 
@@ -33,6 +34,14 @@ public sealed class QuickStartPipelineTests
             {
                 Assert.That(result.Report.Scores.Select(s => s.Task), Is.EqualTo(SuiteTask.All.Select(t => t.Name)), result.Report.Method);
             }
+
+            // AdaMerging trains one coefficient per task (task-wise), or per task and state-dict tensor (layer-wise); the
+            // model it deploys is the plain pre-trained architecture.
+            var taskWise = results.Single(r => r.Method == MergingMethod.AdaMergingTaskWise).Parameters!;
+            var layerWise = results.Single(r => r.Method == MergingMethod.AdaMergingLayerWise).Parameters!;
+            Assert.That(taskWise.Trainable, Is.EqualTo(SuiteTask.All.Count));
+            Assert.That(layerWise.Trainable, Is.EqualTo(SuiteTask.All.Count * pretrained.state_dict().Count));
+            Assert.That(taskWise.Total, Is.EqualTo(ParameterCount.Of(pretrained).Total));
 
             // Ten classes per task: chance is 10%. The fine-tuned experts on their own tasks must be far above it, and
             // every merged model above it on average.
