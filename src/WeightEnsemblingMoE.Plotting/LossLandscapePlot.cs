@@ -78,11 +78,16 @@ public static class LossLandscapePlot
             // Filled shapes get a black edge; line-only shapes are drawn thick in their own colour (a black cross vanishes on the dark end of the colour map).
             drawn.MarkerLineColor = outline ? color : Colors.Black;
             drawn.MarkerLineWidth = outline ? 3 : 1;
-            drawn.LegendText = marker.Residual is double r && r > 0.005 ? $"{marker.Label} (off-plane {r:P0})" : marker.Label;
+            var notes = new List<string>();
+            if (marker.Residual is double r && r > 0.005)
+            {
+                notes.Add($"off-plane {r:P0}");
+            }
             if (outside)
             {
-                drawn.LegendText += string.Create(CultureInfo.InvariantCulture, $" (off the grid, at ({marker.Lambda1:F2}, {marker.Lambda2:F2}))");
+                notes.Add(string.Create(CultureInfo.InvariantCulture, $"off the grid, at ({marker.Lambda1:F2}, {marker.Lambda2:F2})"));
             }
+            drawn.LegendText = notes.Count == 0 ? marker.Label : $"{marker.Label} ({string.Join("; ", notes)})";
         }
 
         plot.Title($"Loss landscape: {surface}");

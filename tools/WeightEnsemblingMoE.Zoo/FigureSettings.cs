@@ -44,12 +44,18 @@ public sealed class FigureSettings
     /// </summary>
     public int Threads { get; set; } = 1;
 
+    /// <summary>The figure groups to draw: <see cref="Groups"/> by default, fewer with <c>--only</c> to redraw one group.</summary>
+    public IReadOnlySet<string> Only { get; set; } = new HashSet<string>(Groups, StringComparer.Ordinal);
+
+    /// <summary>The figure groups, in the order they are drawn: landscape, pareto, adaptation (curves and WEMoE routing maps), ewemoe.</summary>
+    public static IReadOnlyList<string> Groups { get; } = ["landscape", "pareto", "adaptation", "ewemoe"];
+
     /// <summary>The seed of router initialisation, data order and preference draws. The default value is 0.</summary>
     public int Seed { get; set; }
 
     /// <summary>
     /// Reads <c>--steps N --every N --examples N --val-examples N --resolution N --landscape-examples N --pareto-steps N
-    /// --pareto-grid2 N --pareto-grid3 N --seed N --threads N --shift-pair --no-ewemoe</c>; a bare number is <see cref="Steps"/>.
+    /// --pareto-grid2 N --pareto-grid3 N --seed N --threads N --shift-pair --no-ewemoe --only GROUP[,GROUP]</c>; a bare number is <see cref="Steps"/>.
     /// </summary>
     /// <param name="args">The arguments after DATA ZOO OUT.</param>
     /// <returns>The settings.</returns>
@@ -79,6 +85,15 @@ public sealed class FigureSettings
                 case "--threads": settings.Threads = Next(); break;
                 case "--shift-pair": settings.ShiftPair = true; break;
                 case "--no-ewemoe": settings.EWemoe = false; break;
+                case "--only":
+                    var only = i + 1 < args.Count
+                        ? args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                        : throw new ArgumentException("Option --only needs a comma-separated list of figure groups.", nameof(args));
+                    var unknown = only.FirstOrDefault(g => !Groups.Contains(g));
+                    settings.Only = unknown is null && only.Length > 0
+                        ? new HashSet<string>(only, StringComparer.Ordinal)
+                        : throw new ArgumentException($"Unknown figure group '{unknown}' in --only; the groups are {string.Join(", ", Groups)}.", nameof(args));
+                    break;
                 default:
                     settings.Steps = int.TryParse(arg, NumberStyles.Integer, CultureInfo.InvariantCulture, out int steps)
                         ? steps

@@ -11,7 +11,7 @@ using WeightEnsembling.Zoo;
 //   build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps]
 //   export-quickstart DATA ZOO OUT_ASSETS
 //   run DATA ZOO OUT_RESULTS [adaptation-steps]          (the table, then the figures into OUT_RESULTS/figures)
-//   figures DATA ZOO OUT_RESULTS [steps] [--options]     (the figures only, into OUT_RESULTS/figures; see FigureSettings)
+//   figures DATA ZOO OUT_RESULTS [steps] [--options]     (the figures only, into OUT_RESULTS/figures; see FigureSettings; --only GROUPS redraws some)
 torch.set_num_threads(Environment.ProcessorCount);
 switch (args.FirstOrDefault())
 {
@@ -39,7 +39,7 @@ switch (args.FirstOrDefault())
         SuiteFigures.Write(args[1], args[2], Path.Combine(args[3], "figures"), FigureSettings.Parse(args[4..]), Console.WriteLine);
         return 0;
     default:
-        Console.Error.WriteLine("usage: prepare OUT [seed] | build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps] | run DATA ZOO OUT [adaptation-steps] | figures DATA ZOO OUT [steps] [--every N --examples N --val-examples N --resolution N --landscape-examples N --pareto-steps N --pareto-grid2 N --pareto-grid3 N --seed N --threads N --shift-pair --no-ewemoe]");
+        Console.Error.WriteLine("usage: prepare OUT [seed] | build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps] | run DATA ZOO OUT [adaptation-steps] | figures DATA ZOO OUT [steps] [--every N --examples N --val-examples N --resolution N --landscape-examples N --pareto-steps N --pareto-grid2 N --pareto-grid3 N --seed N --threads N --shift-pair --no-ewemoe --only landscape,pareto,adaptation,ewemoe]");
         return 2;
 }
 

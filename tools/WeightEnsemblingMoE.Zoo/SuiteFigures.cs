@@ -54,16 +54,27 @@ public static class SuiteFigures
         var context = new Context(pretrained, names, experts, heads, tests, validations, settings, output, log);
         try
         {
-            Phase(log, "loss landscape (fashion, mnist)", () => Landscape(context, 0, 1));
-            if (settings.ShiftPair)
+            if (settings.Only.Contains("landscape"))
             {
-                Phase(log, "loss landscape (mnist, mnist-rot90)", () => Landscape(context, 1, 4));
+                Phase(log, "loss landscape (fashion, mnist)", () => Landscape(context, 0, 1));
+                if (settings.ShiftPair)
+                {
+                    Phase(log, "loss landscape (mnist, mnist-rot90)", () => Landscape(context, 1, 4));
+                }
             }
 
-            Phase(log, "Pareto front (fashion, mnist)", () => ParetoFront(context, [0, 1], settings.ParetoGrid2, "pareto-2-tasks"));
-            Phase(log, "Pareto fronts (fashion, mnist, uci-digits)", () => ParetoFront(context, [0, 1, 2], settings.ParetoGrid3, "pareto-3-tasks"));
-            Phase(log, "adaptation curves and WEMoE routing maps", () => AdaptationAndRouting(context));
-            if (settings.EWemoe)
+            if (settings.Only.Contains("pareto"))
+            {
+                Phase(log, "Pareto front (fashion, mnist)", () => ParetoFront(context, [0, 1], settings.ParetoGrid2, "pareto-2-tasks"));
+                Phase(log, "Pareto fronts (fashion, mnist, uci-digits)", () => ParetoFront(context, [0, 1, 2], settings.ParetoGrid3, "pareto-3-tasks"));
+            }
+
+            if (settings.Only.Contains("adaptation"))
+            {
+                Phase(log, "adaptation curves and WEMoE routing maps", () => AdaptationAndRouting(context));
+            }
+
+            if (settings.EWemoe && settings.Only.Contains("ewemoe"))
             {
                 Phase(log, "E-WEMoE routing maps", () => EWemoeRouting(context));
             }

@@ -72,7 +72,7 @@ public sealed class FigureTests
         var row = FigureAssert.Csv(files).Single(r => r[1] == "far WEMoE");
         Assert.That(FigureAssert.Number(row[2]), Is.EqualTo(0.25));
         Assert.That(FigureAssert.Number(row[3]), Is.EqualTo(1.7));
-        Assert.That(File.ReadAllText(files.Svg), Does.Contain("off the grid, at (0.25, 1.70)"));
+        Assert.That(File.ReadAllText(files.Svg), Does.Contain("; off the grid, at (0.25, 1.70))"));
         Assert.That(File.ReadAllText(files.Svg), Does.Not.Contain("task arithmetic (off the grid"));
     }
 
