@@ -253,32 +253,14 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
             int k = checked((int)counts[t]);
             long block = 0, blockStart = 0, blockEnd = Math.Min(blockElements, elementsPerTask);
             taskBounds[0] = k;
-            var words = BitConverter.IsLittleEndian ? MemoryMarshal.Cast<byte, ulong>(row) : [];
-            for (int w = 0; w < words.Length; w++)
+            // The mask is LSB-first: read it 64 bits at a time (the last, shorter chunk byte by byte).
+            for (int offset = 0; offset < row.Length; offset += 8)
             {
-                ulong word = words[w];
+                ulong word = row.Length - offset >= 8 ? BinaryPrimitives.ReadUInt64LittleEndian(row[offset..]) : TailWord(row[offset..]);
                 while (word != 0)
                 {
-                    long position = (64L * w) + BitOperations.TrailingZeroCount(word);
+                    long position = (8L * offset) + BitOperations.TrailingZeroCount(word);
                     word &= word - 1;
-                    while (position >= blockEnd)
-                    {
-                        taskBounds[++block] = k;
-                        blockStart = blockEnd;
-                        blockEnd = Math.Min(blockEnd + blockElements, elementsPerTask);
-                    }
-
-                    output[k++] = position - blockStart;
-                }
-            }
-
-            for (int i = words.Length * 8; i < row.Length; i++)
-            {
-                int value = row[i];
-                while (value != 0)
-                {
-                    long position = (8L * i) + BitOperations.TrailingZeroCount(value);
-                    value &= value - 1;
                     while (position >= blockEnd)
                     {
                         taskBounds[++block] = k;
@@ -297,6 +279,18 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
         }
 
         return new DecodedMask(indices.device == values.device ? indices : indices.to(values.device), bounds);
+    }
+
+    // Up to seven trailing mask bytes as one little-endian word.
+    private static ulong TailWord(ReadOnlySpan<byte> bytes)
+    {
+        ulong word = 0;
+        for (int i = 0; i < bytes.Length; i++)
+        {
+            word |= (ulong)bytes[i] << (8 * i);
+        }
+
+        return word;
     }
 
     /// <summary>Decoded kept positions (see <see cref="Decode"/>).</summary>
