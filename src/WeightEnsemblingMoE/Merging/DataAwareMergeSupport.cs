@@ -1,4 +1,7 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
 using TorchSharp;
+using WeightEnsembling.Diagnostics;
 using WeightEnsembling.Clip;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tasks;
@@ -44,6 +47,74 @@ internal static class DataAwareMergeSupport
 
             remaining = 0;
             yield return truncated;
+        }
+    }
+
+    /// <summary>
+    /// The loop every data-aware merge shares: for each task t, take its model, compute its statistics on its own data,
+    /// fold (θ_t, statistics) into running sums, release what is no longer needed (a model loaded from a pool is disposed
+    /// before the next is loaded, so only one expert is in memory), log; then build the merged model.
+    /// </summary>
+    /// <param name="method">The method's name, for the log.</param>
+    /// <param name="count">The number of tasks.</param>
+    /// <param name="modelAt">Task t's model and whether this loop owns (and disposes) it.</param>
+    /// <param name="datasets">The tasks' data, for the log's names.</param>
+    /// <param name="statistics">Task t's statistics on its model (Fisher diagonals, Gram matrices); disposed here.</param>
+    /// <param name="fold">Folds task t's weights and statistics into the running sums.</param>
+    /// <param name="result">The merged weights from the sums; disposed here.</param>
+    /// <param name="build">A plain model holding the merged weights.</param>
+    /// <param name="logger">The log.</param>
+    public static ClipVisionModel RunPerTask(
+        string method,
+        int count,
+        Func<int, (ClipVisionModel Model, bool Owned)> modelAt,
+        IReadOnlyList<TaskDataset> datasets,
+        Func<ClipVisionModel, int, Dictionary<string, Tensor>> statistics,
+        Action<int, IReadOnlyDictionary<string, Tensor>, IReadOnlyDictionary<string, Tensor>> fold,
+        Func<Dictionary<string, Tensor>> result,
+        Func<IReadOnlyDictionary<string, Tensor>, ClipVisionModel> build,
+        ILogger logger)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        for (int t = 0; t < count; t++)
+        {
+            var taskStarted = stopwatch.Elapsed;
+            var (model, owned) = modelAt(t);
+            try
+            {
+                var stats = statistics(model, t);
+                var weights = StateDict.From(model);
+                try
+                {
+                    fold(t, weights, stats);
+                }
+                finally
+                {
+                    DisposeAll(stats.Values);
+                    DisposeAll(weights.Values);
+                }
+            }
+            finally
+            {
+                if (owned)
+                {
+                    model.Dispose();
+                }
+            }
+
+            Log.MergeTaskCompleted(logger, method, t, count, datasets[t].Name, (stopwatch.Elapsed - taskStarted).TotalMilliseconds);
+        }
+
+        var merged = result();
+        try
+        {
+            var model = build(merged);
+            Log.MergeCompleted(logger, method, count, stopwatch.Elapsed.TotalMilliseconds);
+            return model;
+        }
+        finally
+        {
+            DisposeAll(merged.Values);
         }
     }
 

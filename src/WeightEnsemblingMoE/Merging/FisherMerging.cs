@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using TorchSharp;
 using WeightEnsembling.Clip;
 using WeightEnsembling.Diagnostics;
+using WeightEnsembling.Models;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
@@ -132,38 +133,75 @@ public static class FisherMerging
             CheckTask(heads[t] ?? throw new ArgumentException($"Head {t} is null.", nameof(heads)), datasets[t], options, $"Dataset {t}", nameof(datasets));
         }
 
-        logger ??= NullLogger.Instance;
-        var stopwatch = Stopwatch.StartNew();
+        return RunCore(finetuned.Count, t => (finetuned[t], false), heads, datasets, options, progress, cancellationToken, logger, merged => DataAwareMergeSupport.Build(finetuned[0], merged));
+    }
+
+    /// <summary>
+    /// Runs Fisher merging over a model pool: the experts are loaded one at a time (only one is in memory besides the
+    /// running sums), each with its own task's head and data; θ_0 is not used.
+    /// </summary>
+    /// <param name="modelPool">The experts, one per task.</param>
+    /// <param name="heads">Each task's classification head, in the pool's order.</param>
+    /// <param name="datasets">Each task's examples, in the pool's order.</param>
+    /// <param name="options">The options; defaults when null.</param>
+    /// <param name="progress">Receives a report after each batch.</param>
+    /// <param name="cancellationToken">Checked before each batch.</param>
+    /// <param name="logger">Receives each task's time and the total (information). The default value is <see cref="NullLogger.Instance"/>.</param>
+    /// <returns>A new plain model (in eval mode) owned by the caller.</returns>
+    public static ClipVisionModel Run(
+        ModelPool modelPool,
+        IReadOnlyList<TaskHead> heads,
+        IReadOnlyList<TaskDataset> datasets,
+        FisherMergingOptions? options = null,
+        IProgress<MergeProgress>? progress = null,
+        CancellationToken cancellationToken = default,
+        ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(modelPool);
+        ArgumentNullException.ThrowIfNull(datasets);
+        ArgumentNullException.ThrowIfNull(heads);
+        if (datasets.Count != modelPool.ExpertCount)
+        {
+            throw new ArgumentException($"{modelPool.ExpertCount} experts need {modelPool.ExpertCount} datasets; got {datasets.Count}.", nameof(datasets));
+        }
+
+        options ??= new FisherMergingOptions();
+        options.Validate();
+        if (heads.Count != modelPool.ExpertCount)
+        {
+            throw new ArgumentException($"{modelPool.ExpertCount} experts need {modelPool.ExpertCount} heads; got {heads.Count}.", nameof(heads));
+        }
+
+        for (int t = 0; t < heads.Count; t++)
+        {
+            CheckTask(heads[t] ?? throw new ArgumentException($"Head {t} is null.", nameof(heads)), datasets[t], options, $"Dataset {t}", nameof(datasets));
+        }
+
+        return RunCore(modelPool.ExpertCount, t => (modelPool.LoadExpertModel(t), true), heads, datasets, options, progress, cancellationToken, logger, modelPool.BuildModel);
+    }
+
+    private static ClipVisionModel RunCore(
+        int count,
+        Func<int, (ClipVisionModel Model, bool Owned)> modelAt,
+        IReadOnlyList<TaskHead> heads,
+        IReadOnlyList<TaskDataset> datasets,
+        FisherMergingOptions options,
+        IProgress<MergeProgress>? progress,
+        CancellationToken cancellationToken,
+        ILogger? logger,
+        Func<IReadOnlyDictionary<string, Tensor>, ClipVisionModel> build)
+    {
         using var sums = new Sums(options);
-        for (int t = 0; t < finetuned.Count; t++)
-        {
-            var taskStarted = stopwatch.Elapsed;
-            var fisher = Fisher(finetuned[t], heads[t], datasets[t], options, progress, t, finetuned.Count, cancellationToken);
-            var weights = StateDict.From(finetuned[t]);
-            try
-            {
-                sums.Fold(t, weights, fisher);
-            }
-            finally
-            {
-                DataAwareMergeSupport.DisposeAll(fisher.Values);
-                DataAwareMergeSupport.DisposeAll(weights.Values);
-            }
-
-            Log.MergeTaskCompleted(logger, Method, t, finetuned.Count, datasets[t].Name, (stopwatch.Elapsed - taskStarted).TotalMilliseconds);
-        }
-
-        var merged = sums.Result();
-        try
-        {
-            var model = DataAwareMergeSupport.Build(finetuned[0], merged);
-            Log.MergeCompleted(logger, Method, finetuned.Count, stopwatch.Elapsed.TotalMilliseconds);
-            return model;
-        }
-        finally
-        {
-            DataAwareMergeSupport.DisposeAll(merged.Values);
-        }
+        return DataAwareMergeSupport.RunPerTask(
+            Method,
+            count,
+            modelAt,
+            datasets,
+            (model, t) => Fisher(model, heads[t], datasets[t], options, progress, t, count, cancellationToken),
+            sums.Fold,
+            sums.Result,
+            build,
+            logger ?? NullLogger.Instance);
     }
 
     private static void CheckTask(TaskHead head, TaskDataset dataset, FisherMergingOptions options, string label, string paramName)

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using TorchSharp;
 using WeightEnsembling.Clip;
 using WeightEnsembling.Diagnostics;
+using WeightEnsembling.Models;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
@@ -119,38 +120,67 @@ public static class RegMean
         DataAwareMergeSupport.CheckModelsAndData(finetuned, datasets);
         options ??= new RegMeanOptions();
         options.Validate();
+        return RunCore(finetuned.Count, t => (finetuned[t], false), datasets, options, progress, cancellationToken, logger, merged => DataAwareMergeSupport.Build(finetuned[0], merged));
+    }
+
+    /// <summary>
+    /// Runs RegMean over a model pool: the experts are loaded one at a time (only one is in memory besides the running
+    /// sums), each with its own task's data; θ_0 is not used.
+    /// </summary>
+    /// <param name="modelPool">The experts, one per task.</param>
+    /// <param name="datasets">Each expert's task examples (labels not needed), in the pool's order.</param>
+    /// <param name="options">The options; defaults when null.</param>
+    /// <param name="progress">Receives a report after each batch.</param>
+    /// <param name="cancellationToken">Checked before each batch.</param>
+    /// <param name="logger">Receives each task's time and the total (information) and every fallback taken (warning). The default value is <see cref="NullLogger.Instance"/>.</param>
+    /// <returns>A new plain model (in eval mode) owned by the caller.</returns>
+    public static ClipVisionModel Run(
+        ModelPool modelPool,
+        IReadOnlyList<TaskDataset> datasets,
+        RegMeanOptions? options = null,
+        IProgress<MergeProgress>? progress = null,
+        CancellationToken cancellationToken = default,
+        ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(modelPool);
+        ArgumentNullException.ThrowIfNull(datasets);
+        if (datasets.Count != modelPool.ExpertCount)
+        {
+            throw new ArgumentException($"{modelPool.ExpertCount} experts need {modelPool.ExpertCount} datasets; got {datasets.Count}.", nameof(datasets));
+        }
+
+        for (int t = 0; t < datasets.Count; t++)
+        {
+            DataAwareMergeSupport.CheckDataset(datasets[t], $"Dataset {t}", nameof(datasets));
+        }
+
+        options ??= new RegMeanOptions();
+        options.Validate();
+        return RunCore(modelPool.ExpertCount, t => (modelPool.LoadExpertModel(t), true), datasets, options, progress, cancellationToken, logger, modelPool.BuildModel);
+    }
+
+    private static ClipVisionModel RunCore(
+        int count,
+        Func<int, (ClipVisionModel Model, bool Owned)> modelAt,
+        IReadOnlyList<TaskDataset> datasets,
+        RegMeanOptions options,
+        IProgress<MergeProgress>? progress,
+        CancellationToken cancellationToken,
+        ILogger? logger,
+        Func<IReadOnlyDictionary<string, Tensor>, ClipVisionModel> build)
+    {
         logger ??= NullLogger.Instance;
-        var stopwatch = Stopwatch.StartNew();
         using var sums = new Sums(options, logger);
-        for (int t = 0; t < finetuned.Count; t++)
-        {
-            var taskStarted = stopwatch.Elapsed;
-            var grams = Grams(finetuned[t], datasets[t], options, progress, t, finetuned.Count, cancellationToken);
-            var weights = StateDict.From(finetuned[t]);
-            try
-            {
-                sums.Fold(t, weights, grams);
-            }
-            finally
-            {
-                DataAwareMergeSupport.DisposeAll(grams.Values);
-                DataAwareMergeSupport.DisposeAll(weights.Values);
-            }
-
-            Log.MergeTaskCompleted(logger, Method, t, finetuned.Count, datasets[t].Name, (stopwatch.Elapsed - taskStarted).TotalMilliseconds);
-        }
-
-        var merged = sums.Solve();
-        try
-        {
-            var model = DataAwareMergeSupport.Build(finetuned[0], merged);
-            Log.MergeCompleted(logger, Method, finetuned.Count, stopwatch.Elapsed.TotalMilliseconds);
-            return model;
-        }
-        finally
-        {
-            DataAwareMergeSupport.DisposeAll(merged.Values);
-        }
+        return DataAwareMergeSupport.RunPerTask(
+            Method,
+            count,
+            modelAt,
+            datasets,
+            (model, t) => Grams(model, datasets[t], options, progress, t, count, cancellationToken),
+            sums.Fold,
+            sums.Solve,
+            build,
+            logger);
     }
 
     private static Dictionary<string, Tensor> Grams(

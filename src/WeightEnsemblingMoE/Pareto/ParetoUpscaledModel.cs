@@ -17,9 +17,12 @@ public sealed class ParetoUpscaledModel : IDisposable
 {
     private bool disposed;
 
-    internal ParetoUpscaledModel(ClipVisionModel model, IReadOnlyList<ParetoUpscaledModule> modules, ModelUpscalerOptions options)
+    private readonly ModelPool pool;
+
+    internal ParetoUpscaledModel(ClipVisionModel model, ModelPool pool, IReadOnlyList<ParetoUpscaledModule> modules, ModelUpscalerOptions options)
     {
         Model = model;
+        this.pool = pool;
         Modules = modules;
         Options = options;
     }
@@ -32,6 +35,9 @@ public sealed class ParetoUpscaledModel : IDisposable
 
     /// <summary>The options the model was built with.</summary>
     public ModelUpscalerOptions Options { get; }
+
+    /// <summary>The experts' names, in task order (the order of preference entries).</summary>
+    public IReadOnlyList<string> ExpertNames => pool.ExpertNames;
 
     /// <summary>The number of tasks T.</summary>
     public int TaskCount => Modules[0].Module.TaskCount;
@@ -85,6 +91,66 @@ public sealed class ParetoUpscaledModel : IDisposable
         foreach (var module in Modules)
         {
             module.Module.ClearCache();
+        }
+    }
+
+    /// <summary>The configuration <see cref="SavePretrained"/> writes (method <c>PWEMoE</c>, options, experts, fingerprints).</summary>
+    /// <returns>The configuration.</returns>
+    public UpscaledModelConfig Describe()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        return UpscaledModelConfig.Describe("PWEMoE", Options, Modules.Select(m => m.LayerIndex).Distinct().ToArray(), pool.ExpertNames, pool.Fingerprint());
+    }
+
+    /// <summary>
+    /// Saves the preference routers with their configuration, as <see cref="UpscaledModel.SavePretrained"/> does: a
+    /// folder <see cref="FromPretrained"/> rebuilds the whole Pareto set from, given the same pool.
+    /// </summary>
+    /// <param name="folder">The folder, created if needed; an earlier save in it is replaced.</param>
+    /// <exception cref="InvalidDataException">A router weight is NaN or Inf (nothing is written).</exception>
+    public void SavePretrained(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        UpscaledModelParts.SaveRouters(folder, Describe(), RouterStateDict());
+    }
+
+    /// <summary>Loads preference routers saved by <see cref="SavePretrained"/> into this model after checking that they fit.</summary>
+    /// <param name="folder">The saved folder.</param>
+    /// <exception cref="InvalidDataException">The saved model differs from this one; the message names every difference.</exception>
+    public void LoadPretrained(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        UpscaledModelParts.LoadSaved(folder, Describe(), LoadRouterStateDict);
+    }
+
+    /// <summary>Rebuilds a PWEMoE model saved by <see cref="SavePretrained"/> over <paramref name="modelPool"/>, refusing a pool that differs.</summary>
+    /// <param name="folder">The saved folder.</param>
+    /// <param name="modelPool">The pool the routers were trained on.</param>
+    /// <returns>The model; the caller owns it.</returns>
+    /// <exception cref="InvalidDataException">The folder is not a saved PWEMoE model, or the pool differs; the message names every difference.</exception>
+    public static ParetoUpscaledModel FromPretrained(string folder, ModelPool modelPool)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        ArgumentNullException.ThrowIfNull(modelPool);
+        var saved = UpscaledModelFolder.ReadConfig(folder);
+        if (saved.Method != "PWEMoE")
+        {
+            throw new InvalidDataException($"'{folder}' holds a {saved.Method} model, not PWEMoE.");
+        }
+
+        UpscaledModelParts.CheckPool(folder, saved, modelPool);
+        var model = ModelUpscaler.For(modelPool).WithOptions(saved.ToOptions()).BuildPareto();
+        try
+        {
+            model.LoadPretrained(folder);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
         }
     }
 

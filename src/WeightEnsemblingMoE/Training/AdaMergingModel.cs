@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using WeightEnsembling.Clip;
+using WeightEnsembling.Models;
 using WeightEnsembling.SafeTensors;
 using static TorchSharp.torch;
 
@@ -73,64 +74,62 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(pretrained);
         ArgumentNullException.ThrowIfNull(experts);
-        options ??= new AdaMergingOptions();
-        options.Validate();
         if (experts.Count == 0)
         {
             throw new ArgumentException("AdaMerging needs at least one expert.", nameof(experts));
         }
 
-        var baseState = pretrained.state_dict();
-        var expertStates = experts.Select((e, i) => e?.state_dict() ?? throw new ArgumentException($"Expert {i} is null.", nameof(experts))).ToList();
-        var names = baseState.Keys.ToList();
-        var theta0 = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        ModelPool modelPool;
+        try
+        {
+            modelPool = ModelPool.FromModels(pretrained, experts);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new ArgumentException(e.Message, nameof(experts), e);
+        }
+
+        return Create(modelPool, options);
+    }
+
+    /// <summary>
+    /// Builds the model from a model pool: θ_0 and the stacked task vectors [T, …] of every tensor are copied out of the
+    /// pool (streamed expert by expert), so the pool's models or files are not needed afterwards.
+    /// </summary>
+    /// <param name="modelPool">θ_0 and the experts.</param>
+    /// <param name="options">The merging options, or <see langword="null"/> for the defaults.</param>
+    /// <returns>The model; the caller owns it.</returns>
+    /// <exception cref="InvalidDataException">A weight is NaN or Inf; the message names the model and the tensor.</exception>
+    public static AdaMergingModel Create(ModelPool modelPool, AdaMergingOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(modelPool);
+        options ??= new AdaMergingOptions();
+        options.Validate();
+        var names = modelPool.Keys.ToList();
+        var theta0 = modelPool.LoadPretrained(names);
         var vectors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         try
         {
             using var noGrad = no_grad();
-            for (int e = 0; e < expertStates.Count; e++)
-            {
-                var extra = expertStates[e].Keys.Except(names).FirstOrDefault();
-                if (extra is not null)
-                {
-                    throw new ArgumentException($"Expert {e} has tensor '{extra}' that the pre-trained model lacks.", nameof(experts));
-                }
-            }
-
             foreach (var name in names)
             {
-                using var scope = NewDisposeScope();
-                var basis = baseState[name].detach().to(ScalarType.Float32);
-                var differences = new List<Tensor>();
-                for (int e = 0; e < expertStates.Count; e++)
-                {
-                    if (!expertStates[e].TryGetValue(name, out var tensor))
-                    {
-                        throw new ArgumentException($"Expert {e} lacks tensor '{name}'.", nameof(experts));
-                    }
-
-                    if (!tensor.shape.SequenceEqual(basis.shape))
-                    {
-                        throw new ArgumentException(
-                            $"Expert {e}: tensor '{name}' has shape [{string.Join(", ", tensor.shape)}], the pre-trained model [{string.Join(", ", basis.shape)}].",
-                            nameof(experts));
-                    }
-
-                    differences.Add(tensor.detach().to(ScalarType.Float32, basis.device) - basis);
-                }
-
-                var stacked = stack(differences);
-                if (!stacked.isfinite().all().item<bool>())
-                {
-                    throw new ArgumentException($"A task vector of tensor '{name}' holds NaN or infinity.", nameof(experts));
-                }
-
-                theta0[name] = basis.clone().DetachFromDisposeScope();
-                vectors[name] = stacked.DetachFromDisposeScope();
+                vectors[name] = empty([modelPool.ExpertCount, .. theta0[name].shape], ScalarType.Float32);
             }
 
-            var functional = new FunctionalClip(pretrained.Config, pretrained.HasProjection);
-            return new AdaMergingModel(functional, theta0, vectors, names, experts.Count, options);
+            int t = 0;
+            foreach (var taskVector in modelPool.TaskVectors(theta0))
+            {
+                foreach (var name in names)
+                {
+                    using var slot = vectors[name][t];
+                    slot.copy_(taskVector[name]);
+                }
+
+                t++;
+            }
+
+            var functional = new FunctionalClip(modelPool.Config, modelPool.HasProjection);
+            return new AdaMergingModel(functional, theta0, vectors, names, modelPool.ExpertCount, options);
         }
         catch
         {

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using TorchSharp;
 using WeightEnsembling.Clip;
 using WeightEnsembling.Diagnostics;
+using WeightEnsembling.Models;
 using WeightEnsembling.Moe;
 using WeightEnsembling.Pareto;
 using WeightEnsembling.SafeTensors;
@@ -31,16 +32,27 @@ namespace WeightEnsembling.Upscaling;
 /// </example>
 public sealed class ModelUpscaler
 {
+    private readonly ModelPool? pool;
     private readonly ClipVisionModel? pretrainedModel;
     private readonly string? pretrainedFolder;
     private readonly List<object> experts = [];
     private ModelUpscalerOptions options = new();
     private ILogger logger = NullLogger<ModelUpscaler>.Instance;
 
-    private ModelUpscaler(ClipVisionModel? model, string? folder)
+    private ModelUpscaler(ModelPool? pool, ClipVisionModel? model, string? folder)
     {
+        this.pool = pool;
         pretrainedModel = model;
         pretrainedFolder = folder;
+    }
+
+    /// <summary>Starts an upscaler over a model pool: θ_0 and the named experts, in memory or streamed from folders.</summary>
+    /// <param name="modelPool">The pool; its expert order is the order of routing weights.</param>
+    /// <returns>The upscaler.</returns>
+    public static ModelUpscaler For(ModelPool modelPool)
+    {
+        ArgumentNullException.ThrowIfNull(modelPool);
+        return new ModelUpscaler(modelPool, null, null);
     }
 
     /// <summary>Starts an upscaler for a pre-trained model in memory (not modified, not disposed).</summary>
@@ -49,7 +61,7 @@ public sealed class ModelUpscaler
     public static ModelUpscaler For(ClipVisionModel pretrained)
     {
         ArgumentNullException.ThrowIfNull(pretrained);
-        return new ModelUpscaler(pretrained, null);
+        return new ModelUpscaler(null, pretrained, null);
     }
 
     /// <summary>Starts an upscaler for a pre-trained model in a Hugging Face folder (config.json + safetensors).</summary>
@@ -58,7 +70,7 @@ public sealed class ModelUpscaler
     public static ModelUpscaler ForFolder(string folder)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
-        return new ModelUpscaler(null, folder);
+        return new ModelUpscaler(null, null, folder);
     }
 
     /// <summary>Adds fine-tuned experts held in memory (not modified, not disposed).</summary>
@@ -67,6 +79,7 @@ public sealed class ModelUpscaler
     public ModelUpscaler WithExperts(params IEnumerable<ClipVisionModel> finetuned)
     {
         ArgumentNullException.ThrowIfNull(finetuned);
+        ThrowIfPool();
         foreach (var expert in finetuned)
         {
             experts.Add(expert ?? throw new ArgumentException("An expert model is null.", nameof(finetuned)));
@@ -81,6 +94,7 @@ public sealed class ModelUpscaler
     public ModelUpscaler WithExpertFolders(params IEnumerable<string> folders)
     {
         ArgumentNullException.ThrowIfNull(folders);
+        ThrowIfPool();
         foreach (var folder in folders)
         {
             ArgumentException.ThrowIfNullOrWhiteSpace(folder, nameof(folders));
@@ -208,8 +222,9 @@ public sealed class ModelUpscaler
                         layerIndex: options.PositionEncoding ? layer : null);
                 },
                 moe => moe.Gate,
-                (model, modules) => new UpscaledModel(
+                (model, modelPool, modules) => new UpscaledModel(
                     model,
+                    modelPool,
                     modules.Select(m => new UpscaledModule(m.Path, m.Layer, m.Target, m.Module)).ToList(),
                     sharedRouter,
                     options.Clone()));
@@ -251,8 +266,9 @@ public sealed class ModelUpscaler
                 taskVectors,
                 PreferenceRouter.Create(options.RouterDepth, taskVectors.TaskCount, options.InitLambda, generator)),
             module => module.Gate,
-            (model, modules) => new ParetoUpscaledModel(
+            (model, modelPool, modules) => new ParetoUpscaledModel(
                 model,
+                modelPool,
                 modules.Select(m => new ParetoUpscaledModule(m.Path, m.Layer, m.Target, m.Module)).ToList(),
                 options.Clone()));
     }
@@ -261,34 +277,12 @@ public sealed class ModelUpscaler
     private TResult BuildCore<TModule, TResult>(
         Func<nn.Module, TaskVectorDictionary, int, Generator, TModule> wrap,
         Func<TModule, nn.Module> gateOf,
-        Func<ClipVisionModel, IReadOnlyList<(string Path, int Layer, UpscaleTargets Target, TModule Module)>, TResult> finish)
+        Func<ClipVisionModel, ModelPool, IReadOnlyList<(string Path, int Layer, UpscaleTargets Target, TModule Module)>, TResult> finish)
         where TModule : nn.Module<Tensor, Tensor>
     {
-        if (experts.Count == 0)
-        {
-            throw new ArgumentException("At least one fine-tuned expert is needed: call WithExperts or WithExpertFolders.");
-        }
-
-        var pretrained = pretrainedModel is not null
-            ? ModelSource.FromModel(pretrainedModel, "the pre-trained model")
-            : ModelSource.FromFolder(pretrainedFolder!, "the pre-trained model");
-        var sources = experts
-            .Select((expert, t) => expert is ClipVisionModel model
-                ? ModelSource.FromModel(model, $"expert {t}")
-                : ModelSource.FromFolder((string)expert, $"expert {t}"))
-            .ToList();
-        return BuildCore(pretrained, sources, wrap, gateOf, finish);
-    }
-
-    private TResult BuildCore<TModule, TResult>(
-        ModelSource pretrained,
-        IReadOnlyList<ModelSource> expertSources,
-        Func<nn.Module, TaskVectorDictionary, int, Generator, TModule> wrap,
-        Func<TModule, nn.Module> gateOf,
-        Func<ClipVisionModel, IReadOnlyList<(string Path, int Layer, UpscaleTargets Target, TModule Module)>, TResult> finish)
-        where TModule : nn.Module<Tensor, Tensor>
-    {
-        var config = pretrained.Config;
+        var checkStarted = Stopwatch.StartNew();
+        var modelPool = ResolvePool();
+        var config = modelPool.Config;
         int layerCount = config.NumHiddenLayers;
         int[] layers = options.Layers?.ToArray() ?? Enumerable.Range(0, layerCount).ToArray();
         var badLayer = layers.FirstOrDefault(l => l >= layerCount, -1);
@@ -298,21 +292,18 @@ public sealed class ModelUpscaler
         }
 
         Array.Sort(layers);
-        Log.UpscaleStarting(logger, expertSources.Count, string.Join(",", layers), options.Targets.ToString(), options.RouterDepth, options.TaskVectorStorage.Kind.ToString());
+        Log.UpscaleStarting(logger, modelPool.ExpertCount, string.Join(",", layers), options.Targets.ToString(), options.RouterDepth, options.TaskVectorStorage.Kind.ToString());
         var total = Stopwatch.StartNew();
         var phase = Stopwatch.StartNew();
-        var result = new ClipVisionModel(config, pretrained.HasProjection);
+        var result = new ClipVisionModel(config, modelPool.HasProjection);
         var upscaled = new List<(string Path, int Layer, UpscaleTargets Target, TModule Module)>();
         try
         {
-            var keys = result.state_dict().Keys.ToArray();
-            CheckExperts(pretrained, expertSources, keys);
-            Log.UpscalePhase(logger, "check experts", phase.Elapsed.TotalMilliseconds);
-
+            Log.UpscalePhase(logger, "check experts", checkStarted.Elapsed.TotalMilliseconds);
             phase.Restart();
             var prefixes = layers.SelectMany(l => ModulePaths(l)).ToArray();
             bool IsUpscaled(string key) => prefixes.Any(p => key.StartsWith(p + ".", StringComparison.Ordinal));
-            LoadBaseWeights(result, pretrained, expertSources, keys, IsUpscaled);
+            LoadBaseWeights(result, modelPool, IsUpscaled);
             Log.UpscalePhase(logger, "merge base weights", phase.Elapsed.TotalMilliseconds);
 
             using var generator = new Generator(unchecked((ulong)options.Seed));
@@ -323,7 +314,7 @@ public sealed class ModelUpscaler
                 {
                     phase.Restart();
                     var baseModule = target == UpscaleTargets.Mlp ? encoderLayer.Mlp : encoderLayer.SelfAttention;
-                    var taskVectors = BuildTaskVectors(pretrained, expertSources, path, baseModule);
+                    var taskVectors = BuildTaskVectors(modelPool, path, baseModule);
                     var module = wrap(baseModule, taskVectors, layer, generator);
                     if (target == UpscaleTargets.Mlp)
                     {
@@ -353,7 +344,7 @@ public sealed class ModelUpscaler
                 }
             }
 
-            var finished = finish(result, upscaled);
+            var finished = finish(result, modelPool, upscaled);
             Log.UpscaleCompleted(logger, upscaled.Count, total.Elapsed.TotalMilliseconds);
             return finished;
         }
@@ -362,6 +353,46 @@ public sealed class ModelUpscaler
             result.Dispose();
             throw;
         }
+    }
+
+    private void ThrowIfPool()
+    {
+        if (pool is not null)
+        {
+            throw new InvalidOperationException("This upscaler reads its experts from a model pool: add experts to the pool, not to the upscaler.");
+        }
+    }
+
+    // The pool given to For(pool), or one made from the models and folders given to the other entry points.
+    private ModelPool ResolvePool()
+    {
+        if (pool is not null)
+        {
+            return pool;
+        }
+
+        if (experts.Count == 0)
+        {
+            throw new ArgumentException("At least one fine-tuned expert is needed: call WithExperts or WithExpertFolders.");
+        }
+
+        var pretrained = pretrainedModel is not null
+            ? ModelSource.FromModel(pretrainedModel, "the pre-trained model")
+            : ModelSource.FromFolder(pretrainedFolder!, "the pre-trained model");
+        var names = experts
+            .Select((expert, t) => expert is string folder ? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder))) : $"expert_{t}")
+            .ToArray();
+        if (names.Distinct(StringComparer.Ordinal).Count() != names.Length)
+        {
+            names = names.Select((_, t) => $"expert_{t}").ToArray();
+        }
+
+        var sources = experts
+            .Select((expert, t) => expert is ClipVisionModel model
+                ? ModelSource.FromModel(model, $"expert {t}")
+                : ModelSource.FromFolder((string)expert, $"expert {t}"))
+            .ToList();
+        return ModelPool.FromSources(pretrained, sources, names);
     }
 
     private IEnumerable<(UpscaleTargets Target, string Path)> ModuleTargets(int layer)
@@ -379,104 +410,31 @@ public sealed class ModelUpscaler
 
     private IEnumerable<string> ModulePaths(int layer) => ModuleTargets(layer).Select(t => t.Path);
 
-    private static void CheckExperts(ModelSource pretrained, IReadOnlyList<ModelSource> experts, IReadOnlyList<string> keys)
-    {
-        foreach (var key in keys)
-        {
-            if (!pretrained.Contains(key))
-            {
-                throw new InvalidDataException($"{pretrained.Description} lacks tensor '{key}'.");
-            }
-        }
-
-        foreach (var expert in experts)
-        {
-            if (expert.HasProjection != pretrained.HasProjection)
-            {
-                throw new InvalidDataException(
-                    $"{expert.Description} {(expert.HasProjection ? "has" : "lacks")} a visual projection; {pretrained.Description} {(pretrained.HasProjection ? "has" : "lacks")} one.");
-            }
-
-            foreach (var key in keys)
-            {
-                if (!expert.Contains(key))
-                {
-                    throw new InvalidDataException($"{expert.Description} lacks tensor '{key}', which {pretrained.Description} has.");
-                }
-
-                var expected = pretrained.ShapeOf(key);
-                var actual = expert.ShapeOf(key);
-                if (!expected.SequenceEqual(actual))
-                {
-                    throw new InvalidDataException(
-                        $"{expert.Description}: tensor '{key}' has shape [{string.Join(", ", actual)}]; {pretrained.Description} has [{string.Join(", ", expected)}].");
-                }
-            }
-
-            if (expert.Config != pretrained.Config)
-            {
-                throw new InvalidDataException($"{expert.Description} has another architecture than {pretrained.Description}: {expert.Config} vs {pretrained.Config}.");
-            }
-        }
-    }
-
-    // Upscaled modules keep θ_0 as their base; every other tensor becomes θ_0 + λ Σ_t (θ_t − θ_0). Expert by expert, so
-    // that each expert's files are mapped once and released before the next expert is read.
-    private void LoadBaseWeights(ClipVisionModel result, ModelSource pretrained, IReadOnlyList<ModelSource> experts, IReadOnlyList<string> keys, Func<string, bool> isUpscaled)
+    // Upscaled modules keep θ_0 as their base; every other tensor becomes θ_0 + λ Σ_t (θ_t − θ_0), read from the pool.
+    private void LoadBaseWeights(ClipVisionModel result, ModelPool modelPool, Func<string, bool> isUpscaled)
     {
         var targets = result.state_dict();
-        var merged = keys.Where(k => !isUpscaled(k)).ToArray();
         using var noGrad = no_grad();
-        using (var session = pretrained.Open())
+        var upscaledKeys = modelPool.Keys.Where(isUpscaled).ToArray();
+        var mergedKeys = modelPool.Keys.Where(k => !isUpscaled(k)).ToArray();
+        foreach (var weights in new[] { modelPool.LoadPretrained(upscaledKeys), modelPool.TaskArithmetic(options.InitLambda, mergedKeys) })
         {
-            foreach (var key in keys)
+            foreach (var (key, tensor) in weights)
             {
-                using var theta0 = session.Load(key);
-                targets[key].copy_(theta0);
-            }
-        }
-
-        // targets holds θ_0; accumulate Σ_t (θ_t − θ_0) in sums, then θ_0 + λ Σ_t τ_t.
-        var sums = merged.ToDictionary(k => k, k => zeros_like(targets[k]), StringComparer.Ordinal);
-        try
-        {
-            foreach (var expert in experts)
-            {
-                using var session = expert.Open();
-                foreach (var key in merged)
-                {
-                    using var theta = session.Load(key);
-                    using var taskVector = theta - targets[key];
-                    sums[key].add_(taskVector);
-                }
-            }
-
-            foreach (var key in merged)
-            {
-                targets[key].add_(sums[key], alpha: options.InitLambda);
-            }
-        }
-        finally
-        {
-            foreach (var sum in sums.Values)
-            {
-                sum.Dispose();
+                targets[key].copy_(tensor);
+                tensor.Dispose();
             }
         }
     }
 
-    private TaskVectorDictionary BuildTaskVectors(ModelSource pretrained, IReadOnlyList<ModelSource> experts, string path, nn.Module baseModule)
+    private TaskVectorDictionary BuildTaskVectors(ModelPool modelPool, string path, nn.Module baseModule)
     {
         var localNames = baseModule.named_parameters().Select(p => p.name).ToArray();
-        Dictionary<string, Tensor> theta0;
-        using (var session = pretrained.Open())
-        {
-            theta0 = localNames.ToDictionary(n => n, n => session.Load($"{path}.{n}"), StringComparer.Ordinal);
-        }
-
+        var keys = localNames.Select(n => $"{path}.{n}").ToArray();
+        var theta0 = Local(modelPool.LoadPretrained(keys), path);
         try
         {
-            return TaskVectorDictionary.Create(theta0, ExpertTensors(experts, path, localNames), options.TaskVectorStorage);
+            return TaskVectorDictionary.Create(theta0, modelPool.ExpertWeights(keys).Select(e => (IReadOnlyDictionary<string, Tensor>)Local(e, path)), options.TaskVectorStorage);
         }
         finally
         {
@@ -487,31 +445,7 @@ public sealed class ModelUpscaler
         }
     }
 
-    // One expert's tensors of one module at a time, released before the next expert is read.
-    private static IEnumerable<IReadOnlyDictionary<string, Tensor>> ExpertTensors(IReadOnlyList<ModelSource> experts, string path, IReadOnlyList<string> localNames)
-    {
-        foreach (var expert in experts)
-        {
-            var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-            try
-            {
-                using (var session = expert.Open())
-                {
-                    foreach (var name in localNames)
-                    {
-                        tensors[name] = session.Load($"{path}.{name}");
-                    }
-                }
-
-                yield return tensors;
-            }
-            finally
-            {
-                foreach (var tensor in tensors.Values)
-                {
-                    tensor.Dispose();
-                }
-            }
-        }
-    }
+    // The same tensors keyed by their name inside the module at path (no copies).
+    private static Dictionary<string, Tensor> Local(IReadOnlyDictionary<string, Tensor> tensors, string path) =>
+        tensors.ToDictionary(t => t.Key[(path.Length + 1)..], t => t.Value, StringComparer.Ordinal);
 }

@@ -19,9 +19,12 @@ public sealed class UpscaledModel : IDisposable
     private readonly Router? sharedRouter;
     private bool disposed;
 
-    internal UpscaledModel(ClipVisionModel model, IReadOnlyList<UpscaledModule> modules, Router? sharedRouter, ModelUpscalerOptions options)
+    private readonly ModelPool pool;
+
+    internal UpscaledModel(ClipVisionModel model, ModelPool pool, IReadOnlyList<UpscaledModule> modules, Router? sharedRouter, ModelUpscalerOptions options)
     {
         Model = model;
+        this.pool = pool;
         Modules = modules;
         this.sharedRouter = sharedRouter;
         Options = options;
@@ -35,6 +38,12 @@ public sealed class UpscaledModel : IDisposable
 
     /// <summary>The options the model was built with.</summary>
     public ModelUpscalerOptions Options { get; }
+
+    /// <summary>The experts' names, in task order (the order of the routing weights).</summary>
+    public IReadOnlyList<string> ExpertNames => pool.ExpertNames;
+
+    /// <summary>The method: <c>WEMoE</c> (a router per module) or <c>E-WEMoE</c> (one shared router).</summary>
+    public string Method => Options.SharedRouter ? "E-WEMoE" : "WEMoE";
 
     /// <summary>The number of experts (tasks) T.</summary>
     public int TaskCount => Modules[0].Module.TaskCount;
@@ -86,6 +95,82 @@ public sealed class UpscaledModel : IDisposable
     /// <param name="routers">The router state dict.</param>
     /// <exception cref="StateDictLoadException">A key is missing, unexpected or of the wrong shape.</exception>
     public void LoadRouterStateDict(IReadOnlyDictionary<string, Tensor> routers) => UpscaledModelParts.LoadRouterStateDict(Gates(), routers);
+
+    /// <summary>
+    /// The configuration <see cref="SavePretrained"/> writes: the method, the options, the experts' names and the
+    /// fingerprints of θ_0 and every task vector (computed once per pool by one streaming pass over the weights).
+    /// </summary>
+    /// <returns>The configuration.</returns>
+    public UpscaledModelConfig Describe()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        return UpscaledModelConfig.Describe(Method, Options, Modules.Select(m => m.LayerIndex).Distinct().ToArray(), pool.ExpertNames, pool.Fingerprint());
+    }
+
+    /// <summary>
+    /// Saves what training changed, like peft's <c>save_pretrained</c>: <see cref="UpscaledModelConfig.FileName"/>
+    /// (everything needed to rebuild this model from its pool, and to refuse another pool) and the router weights in
+    /// safetensors (kilobytes to megabytes; θ_0 and the task vectors stay in the pool). The configuration is written last
+    /// and names the weights by hash, so a save killed part-way leaves the previous save intact.
+    /// </summary>
+    /// <param name="folder">The folder, created if needed; an earlier save in it is replaced.</param>
+    /// <exception cref="InvalidDataException">A router weight is NaN or Inf (nothing is written).</exception>
+    public void SavePretrained(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        UpscaledModelParts.SaveRouters(folder, Describe(), RouterStateDict());
+    }
+
+    /// <summary>
+    /// Loads routers saved by <see cref="SavePretrained"/> into this model, after checking that they were saved from a model
+    /// like this one over the same pool; the model is unchanged when loading fails.
+    /// </summary>
+    /// <param name="folder">The saved folder.</param>
+    /// <exception cref="InvalidDataException">
+    /// The saved model differs (method, router depth, shared or per-layer routers, storage, layers, λ, θ_0, or experts
+    /// reordered, missing, extra or with other weights), the weights do not match the configuration, or a weight is NaN
+    /// or Inf; the message names the folder and every difference.
+    /// </exception>
+    public void LoadPretrained(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        UpscaledModelParts.LoadSaved(folder, Describe(), LoadRouterStateDict);
+    }
+
+    /// <summary>
+    /// Rebuilds a model saved by <see cref="SavePretrained"/> over <paramref name="modelPool"/>: the pool is checked against
+    /// the saved configuration first (experts' names and order, fingerprints of θ_0 and every task vector), then the model
+    /// is upcycled with the saved options and the routers are loaded.
+    /// </summary>
+    /// <param name="folder">The saved folder.</param>
+    /// <param name="modelPool">The pool of the pre-trained model and experts the routers were trained on.</param>
+    /// <returns>The model; the caller owns it.</returns>
+    /// <exception cref="InvalidDataException">The folder is not a saved WEMoE / E-WEMoE model, or the pool differs; the message names every difference.</exception>
+    public static UpscaledModel FromPretrained(string folder, ModelPool modelPool)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        ArgumentNullException.ThrowIfNull(modelPool);
+        var saved = UpscaledModelFolder.ReadConfig(folder);
+        if (saved.Method is not ("WEMoE" or "E-WEMoE"))
+        {
+            throw new InvalidDataException($"'{folder}' holds a {saved.Method} model, not WEMoE or E-WEMoE.");
+        }
+
+        UpscaledModelParts.CheckPool(folder, saved, modelPool);
+        var model = ModelUpscaler.For(modelPool).WithOptions(saved.ToOptions()).Build();
+        try
+        {
+            model.LoadPretrained(folder);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
 
     /// <summary>The routing weights [B, T] of the last forward pass, by module path (absent before the first forward).</summary>
     /// <returns>The routing weights, owned by the modules: copy them to keep them past the next forward pass.</returns>

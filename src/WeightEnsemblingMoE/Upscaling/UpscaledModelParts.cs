@@ -41,6 +41,38 @@ internal static class UpscaledModelParts
                 throw new StateDictLoadException("routers", new StateDictLoadReport([], missing, unexpected, mismatched));
             }
 
+            foreach (var (key, tensor) in routers)
+            {
+                if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
+                {
+                    throw new ArgumentException($"Router tensor '{key}' contains NaN or Inf.", nameof(routers));
+                }
+            }
+
+            // A router shared by several modules appears under each of them: every copy must be the same tensor, or the
+            // routers were trained per module and cannot be folded into one.
+            var firstKeyOf = new Dictionary<(nn.Module Gate, string Name), string>();
+            foreach (var (path, gate) in gates)
+            {
+                foreach (var (name, _) in gate.named_parameters())
+                {
+                    string key = $"{path}.gate.{name}";
+                    if (firstKeyOf.TryGetValue((gate, name), out var first))
+                    {
+                        if (!routers[key].eq(routers[first]).all().item<bool>())
+                        {
+                            throw new ArgumentException(
+                                $"'{key}' differs from '{first}', but both belong to one shared router: these routers were trained per module, not shared.",
+                                nameof(routers));
+                        }
+                    }
+                    else
+                    {
+                        firstKeyOf[(gate, name)] = key;
+                    }
+                }
+            }
+
             using var noGrad = no_grad();
             foreach (var (path, gate) in gates)
             {
@@ -95,6 +127,67 @@ internal static class UpscaledModelParts
         {
             result.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>Saves routers (disposed here) with their configuration; see <see cref="UpscaledModelFolder"/>.</summary>
+    public static void SaveRouters(string folder, UpscaledModelConfig config, Dictionary<string, Tensor> routers)
+    {
+        try
+        {
+            UpscaledModelFolder.Save(folder, config, routers);
+        }
+        finally
+        {
+            foreach (var tensor in routers.Values)
+            {
+                tensor.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Checks a saved folder against the model's configuration, then loads its routers with <paramref name="load"/>.</summary>
+    public static void LoadSaved(string folder, UpscaledModelConfig current, Action<IReadOnlyDictionary<string, Tensor>> load)
+    {
+        var saved = UpscaledModelFolder.ReadConfig(folder);
+        var differences = saved.DifferencesFrom(current);
+        if (differences.Count > 0)
+        {
+            throw new InvalidDataException($"The routers saved in '{folder}' do not fit this model: {string.Join("; ", differences)}.");
+        }
+
+        var routers = UpscaledModelFolder.ReadRouters(folder, saved);
+        try
+        {
+            load(routers);
+        }
+        catch (Exception e) when (e is StateDictLoadException or ArgumentException)
+        {
+            throw new InvalidDataException($"The routers saved in '{folder}' do not fit this model: {e.Message}", e);
+        }
+        finally
+        {
+            foreach (var tensor in routers.Values)
+            {
+                tensor.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Throws naming every difference between a saved configuration's experts and θ_0 and a pool's.</summary>
+    public static void CheckPool(string folder, UpscaledModelConfig saved, Models.ModelPool modelPool)
+    {
+        var fingerprint = modelPool.Fingerprint();
+        var target = saved with
+        {
+            ExpertNames = modelPool.ExpertNames,
+            PretrainedFingerprint = fingerprint.Pretrained,
+            TaskVectorFingerprints = fingerprint.TaskVectors,
+        };
+        var differences = saved.DifferencesFrom(target);
+        if (differences.Count > 0)
+        {
+            throw new InvalidDataException($"The model saved in '{folder}' was not trained on this pool: {string.Join("; ", differences)}.");
         }
     }
 }

@@ -1,4 +1,5 @@
 using WeightEnsembling.Clip;
+using WeightEnsembling.Models;
 
 namespace WeightEnsembling.Upscaling;
 
@@ -15,4 +16,9 @@ public static class Upscaler
     /// <returns>The upscaled model; the caller owns it.</returns>
     public static UpscaledModel Upcycle(ClipVisionModel pretrained, params IEnumerable<ClipVisionModel> finetuned) =>
         ModelUpscaler.For(pretrained).WithExperts(finetuned).Build();
+
+    /// <summary>Upcycles a model pool (θ_0 and named experts, in memory or streamed from folders) with the same defaults.</summary>
+    /// <param name="modelPool">The pool.</param>
+    /// <returns>The upscaled model; the caller owns it.</returns>
+    public static UpscaledModel Upcycle(ModelPool modelPool) => ModelUpscaler.For(modelPool).Build();
 }

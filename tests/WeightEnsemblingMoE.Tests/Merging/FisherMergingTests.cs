@@ -18,6 +18,22 @@ public sealed class FisherMergingTests
     private static IReadOnlyDictionary<string, Tensor> Vector(float[] values) => new Dictionary<string, Tensor> { ["w"] = tensor(values) };
 
     [Test]
+    public void Run_FromPool_MatchesPyTorchFisherMerge()
+    {
+        using var fixture = new FisherRegMeanFixture();
+        using var scope = NewDisposeScope();
+        var pool = WeightEnsembling.Models.ModelPool.FromModels(fixture.Models[0], fixture.Models);
+        using var merged = FisherMerging.Run(pool, fixture.Heads, fixture.Datasets, FixtureOptions);
+        var weights = merged.state_dict();
+        var expected = fixture.Section("fisher_merge/");
+        Assert.That(weights.Keys, Is.EquivalentTo(expected.Keys));
+        foreach (var (name, value) in expected)
+        {
+            Assert.That(FisherRegMeanFixture.RelativeError(weights[name], value), Is.LessThan(1e-4), name);
+        }
+    }
+
+    [Test]
     public void ComputeFisher_TrueLabelsPerExample_MatchesPyTorchAutograd()
     {
         using var fixture = new FisherRegMeanFixture();

@@ -19,6 +19,22 @@ public sealed class RegMeanTests
     private static IReadOnlyDictionary<string, Tensor> Gram(float[,] gram) => new Dictionary<string, Tensor> { ["lin"] = tensor(gram) };
 
     [Test]
+    public void Run_FromPool_MatchesPyTorchRegMean()
+    {
+        using var fixture = new FisherRegMeanFixture();
+        using var scope = NewDisposeScope();
+        var pool = WeightEnsembling.Models.ModelPool.FromModels(fixture.Models[0], fixture.Models);
+        using var merged = RegMean.Run(pool, fixture.Datasets, FixtureOptions);
+        var weights = merged.state_dict();
+        var expected = fixture.Section("regmean/");
+        Assert.That(weights.Keys, Is.EquivalentTo(expected.Keys));
+        foreach (var (name, value) in expected)
+        {
+            Assert.That(FisherRegMeanFixture.RelativeError(weights[name], value), Is.LessThan(1e-4), name);
+        }
+    }
+
+    [Test]
     public void ComputeGramMatrices_MatchesPyTorchForwardHooks()
     {
         using var fixture = new FisherRegMeanFixture();

@@ -94,6 +94,6 @@ public sealed class AdaMergingModelTests
     {
         using var wide = TinyClip.Pretrained(config: TinyClip.Config with { IntermediateSize = 24 });
         var error = Assert.Throws<ArgumentException>(() => AdaMergingModel.Create(fixture.Pretrained, [fixture.Experts[0], wide]));
-        Assert.That(error!.Message, Does.Contain("Expert 1").And.Contain("fc1.weight"));
+        Assert.That(error!.Message, Does.Contain("expert_1").And.Contain("fc1.weight"));
     }
 }

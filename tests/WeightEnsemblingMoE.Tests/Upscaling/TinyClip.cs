@@ -59,5 +59,8 @@ internal static class TinyClip
         return model;
     }
 
+    /// <summary>Same shape and every element equal (TorchSharp's <c>Tensor.equal</c> is element-wise, unlike <c>torch.equal</c>).</summary>
+    public static bool BitEqual(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
+
     public static double MaxDifference(Tensor a, Tensor b) => (a - b).abs().max().item<float>();
 }

@@ -2,7 +2,7 @@ using WeightEnsembling.Clip;
 using WeightEnsembling.SafeTensors;
 using static TorchSharp.torch;
 
-namespace WeightEnsembling.Upscaling;
+namespace WeightEnsembling.Models;
 
 /// <summary>
 /// Where the weights of one CLIP vision model come from: a model in memory, or a Hugging Face folder read lazily, one
@@ -15,6 +15,7 @@ internal sealed class ModelSource
     private readonly Dictionary<string, Tensor>? parameters;
     private readonly string? folder;
     private readonly Dictionary<string, long[]> shapes;
+    private readonly Dictionary<string, bool> floating;
 
     private ModelSource(string description, ClipVisionConfig config, ClipVisionModel? model, string? folder)
     {
@@ -25,11 +26,16 @@ internal sealed class ModelSource
         if (parameters is not null)
         {
             shapes = parameters.ToDictionary(p => p.Key, p => p.Value.shape, StringComparer.Ordinal);
+            floating = parameters.ToDictionary(p => p.Key, p => p.Value.is_floating_point(), StringComparer.Ordinal);
         }
         else
         {
             using var checkpoint = SafeTensorsCheckpoint.Open(folder!);
             shapes = checkpoint.Names.ToDictionary(n => n, n => checkpoint.GetInfo(n).Shape, StringComparer.Ordinal);
+            floating = checkpoint.Names.ToDictionary(
+                n => n,
+                n => checkpoint.GetInfo(n).DType is SafeTensorsDType.F64 or SafeTensorsDType.F32 or SafeTensorsDType.F16 or SafeTensorsDType.BF16,
+                StringComparer.Ordinal);
         }
 
         HasProjection = shapes.ContainsKey("visual_projection.weight");
@@ -65,6 +71,9 @@ internal sealed class ModelSource
 
     /// <summary>The shape of the tensor <paramref name="name"/>, without reading it.</summary>
     public long[] ShapeOf(string name) => shapes[name];
+
+    /// <summary>Whether the tensor <paramref name="name"/> is floating-point, without reading it.</summary>
+    public bool IsFloatingPoint(string name) => floating[name];
 
     /// <summary>Opens a read session; dispose it when done with this model for a while.</summary>
     public Session Open() => new(this, folder is null ? null : SafeTensorsCheckpoint.Open(folder));
