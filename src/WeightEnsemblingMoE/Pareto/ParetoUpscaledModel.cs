@@ -134,7 +134,7 @@ public sealed class ParetoUpscaledModel : IDisposable
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
         ArgumentNullException.ThrowIfNull(modelPool);
-        var saved = UpscaledModelFolder.ReadConfig(folder);
+        var saved = UpscaledModelParts.ReadConfig(folder);
         if (saved.Method != "PWEMoE")
         {
             throw new InvalidDataException($"'{folder}' holds a {saved.Method} model, not PWEMoE.");

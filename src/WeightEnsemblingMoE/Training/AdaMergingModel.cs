@@ -1,3 +1,5 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using TorchSharp;
 using TorchSharp.Modules;
 using WeightEnsembling.Clip;
@@ -23,10 +25,12 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
     private readonly Dictionary<string, Tensor> taskVectors;
     private readonly Dictionary<string, int> rows;
     private readonly Parameter mergeWeight;
+    private readonly ModelPool pool;
     private string? fingerprint;
     private bool disposed;
 
     private AdaMergingModel(
+        ModelPool pool,
         FunctionalClip functional,
         Dictionary<string, Tensor> pretrained,
         Dictionary<string, Tensor> taskVectors,
@@ -34,6 +38,7 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
         int taskCount,
         AdaMergingOptions options)
     {
+        this.pool = pool;
         this.functional = functional;
         this.pretrained = pretrained;
         this.taskVectors = taskVectors;
@@ -57,6 +62,173 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
 
     /// <summary>The coefficients λ: shape [T] (task-wise) or [P, T] (layer-wise), unclamped.</summary>
     public Parameter MergeWeight => mergeWeight;
+
+    /// <summary>The name of the configuration file <see cref="SavePretrained"/> writes.</summary>
+    public const string ConfigFileName = "adamerging_config.json";
+
+    private const string ConfigFormat = "weight-ensembling/adamerging/1";
+
+    /// <summary>The experts' names, in task order (the columns of <see cref="MergeWeight"/>).</summary>
+    public IReadOnlyList<string> ExpertNames => pool.ExpertNames;
+
+    /// <summary>
+    /// Saves the merging coefficients with a configuration (granularity, clamp, λ, the experts' names and the fingerprints
+    /// of θ_0 and every task vector), written last so that a save killed part-way leaves the previous one intact.
+    /// </summary>
+    /// <param name="folder">The folder, created if needed; an earlier save in it is replaced.</param>
+    /// <exception cref="InvalidDataException">A coefficient is NaN or Inf (nothing is written).</exception>
+    public void SavePretrained(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        using var scope = NewDisposeScope();
+        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal) { [MergeWeightName] = mergeWeight.detach().cpu().contiguous() };
+        var poolFingerprint = pool.Fingerprint();
+        TrainedWeightsFolder.Save(folder, ConfigFileName, (file, sha) => new JsonObject
+        {
+            ["format"] = ConfigFormat,
+            ["method"] = Method,
+            ["granularity"] = Options.Granularity == AdaMergingGranularity.TaskWise ? "task_wise" : "layer_wise",
+            ["clamp"] = Options.Clamp,
+            ["init_lambda"] = Options.InitLambda,
+            ["expert_names"] = new JsonArray(pool.ExpertNames.Select(n => (JsonNode)n).ToArray()),
+            ["parameter_names"] = new JsonArray(ParameterNames.Select(n => (JsonNode)n).ToArray()),
+            ["pretrained_fingerprint"] = poolFingerprint.Pretrained,
+            ["task_vector_fingerprints"] = new JsonArray(poolFingerprint.TaskVectors.Select(n => (JsonNode)n).ToArray()),
+            ["weights_file"] = file,
+            ["weights_sha256"] = sha,
+        }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }), tensors);
+    }
+
+    /// <summary>Loads coefficients saved by <see cref="SavePretrained"/> after checking that they fit this model and its pool; unchanged on failure.</summary>
+    /// <param name="folder">The saved folder.</param>
+    /// <exception cref="InvalidDataException">The granularity, the tensors, θ_0 or the experts (missing, extra, reordered or other weights) differ; the message names every difference.</exception>
+    public void LoadPretrained(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        string path = Path.Combine(folder, ConfigFileName);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"No AdaMerging configuration at '{path}'.", path);
+        }
+
+        JsonObject config;
+        try
+        {
+            config = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
+                ?? throw new InvalidDataException($"'{path}' does not hold a JSON object.");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"'{path}' is not valid JSON: {e.Message}", e);
+        }
+
+        string Text(string name) => config[name] is JsonValue value && value.TryGetValue<string>(out var text)
+            ? text
+            : throw new InvalidDataException($"'{path}' lacks string field '{name}'.");
+        string[] Texts(string name) => config[name] is JsonArray array && array.All(n => n is JsonValue v && v.TryGetValue<string>(out _))
+            ? array.Select(n => n!.GetValue<string>()).ToArray()
+            : throw new InvalidDataException($"'{path}' lacks string-array field '{name}'.");
+        if (Text("format") != ConfigFormat)
+        {
+            throw new InvalidDataException($"'{path}' has format '{Text("format")}'; this version reads '{ConfigFormat}'.");
+        }
+
+        var differences = new List<string>();
+        if (Text("method") != Method)
+        {
+            differences.Add($"method: saved {Text("method")}, target {Method}");
+        }
+
+        var savedNames = Texts("expert_names");
+        var savedFingerprints = Texts("task_vector_fingerprints");
+        if (savedFingerprints.Length != savedNames.Length)
+        {
+            throw new InvalidDataException($"'{path}' names {savedNames.Length} experts and {savedFingerprints.Length} task-vector fingerprints.");
+        }
+
+        differences.AddRange(ModelPoolFingerprint.Differences(
+            savedNames, new ModelPoolFingerprint(Text("pretrained_fingerprint"), savedFingerprints), pool.ExpertNames, pool.Fingerprint()));
+        if (!Texts("parameter_names").SequenceEqual(ParameterNames, StringComparer.Ordinal))
+        {
+            differences.Add("the merged tensors' names differ (another architecture)");
+        }
+
+        if (differences.Count > 0)
+        {
+            throw new InvalidDataException($"The coefficients saved in '{folder}' do not fit this model: {string.Join("; ", differences)}.");
+        }
+
+        var loaded = TrainedWeightsFolder.ReadWeights(folder, ConfigFileName, Text("weights_file"), Text("weights_sha256"));
+        try
+        {
+            if (loaded.Count != 1 || !loaded.TryGetValue(MergeWeightName, out var weight) || !weight.shape.SequenceEqual(mergeWeight.shape))
+            {
+                throw new InvalidDataException(
+                    $"'{folder}' must hold exactly '{MergeWeightName}' of shape [{string.Join(", ", mergeWeight.shape)}]; it holds {string.Join(", ", loaded.Select(l => $"'{l.Key}' [{string.Join(", ", l.Value.shape)}]"))}.");
+            }
+
+            using var noGrad = no_grad();
+            mergeWeight.copy_(weight);
+        }
+        finally
+        {
+            foreach (var tensor in loaded.Values)
+            {
+                tensor.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Rebuilds an AdaMerging model saved by <see cref="SavePretrained"/> over <paramref name="modelPool"/>, refusing a pool that differs.</summary>
+    /// <param name="folder">The saved folder.</param>
+    /// <param name="modelPool">θ_0 and the experts the coefficients were trained on.</param>
+    /// <returns>The model; the caller owns it.</returns>
+    /// <exception cref="InvalidDataException">The folder is not a saved AdaMerging model, or the pool differs; the message names every difference.</exception>
+    public static AdaMergingModel FromPretrained(string folder, ModelPool modelPool)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        ArgumentNullException.ThrowIfNull(modelPool);
+        string path = Path.Combine(folder, ConfigFileName);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"No AdaMerging configuration at '{path}'.", path);
+        }
+
+        AdaMergingOptions options;
+        try
+        {
+            var config = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false })!;
+            options = new AdaMergingOptions
+            {
+                Granularity = config["granularity"]!.GetValue<string>() switch
+                {
+                    "task_wise" => AdaMergingGranularity.TaskWise,
+                    "layer_wise" => AdaMergingGranularity.LayerWise,
+                    var other => throw new InvalidDataException($"'{path}': granularity '{other}' is not task_wise or layer_wise."),
+                },
+                Clamp = config["clamp"]!.GetValue<bool>(),
+                InitLambda = config["init_lambda"]!.GetValue<double>(),
+            };
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException or FormatException)
+        {
+            throw new InvalidDataException($"'{path}' is not a valid AdaMerging configuration: {e.Message}", e);
+        }
+
+        var model = Create(modelPool, options);
+        try
+        {
+            model.LoadPretrained(folder);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
 
     /// <inheritdoc/>
     public string Method => Options.Granularity == AdaMergingGranularity.TaskWise ? "AdaMerging (task-wise)" : "AdaMerging (layer-wise)";
@@ -129,7 +301,7 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
             }
 
             var functional = new FunctionalClip(modelPool.Config, modelPool.HasProjection);
-            return new AdaMergingModel(functional, theta0, vectors, names, modelPool.ExpertCount, options);
+            return new AdaMergingModel(modelPool, functional, theta0, vectors, names, modelPool.ExpertCount, options);
         }
         catch
         {

@@ -152,7 +152,7 @@ public sealed class UpscaledModel : IDisposable
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
         ArgumentNullException.ThrowIfNull(modelPool);
-        var saved = UpscaledModelFolder.ReadConfig(folder);
+        var saved = UpscaledModelParts.ReadConfig(folder);
         if (saved.Method is not ("WEMoE" or "E-WEMoE"))
         {
             throw new InvalidDataException($"'{folder}' holds a {saved.Method} model, not WEMoE or E-WEMoE.");

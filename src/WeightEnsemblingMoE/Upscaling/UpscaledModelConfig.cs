@@ -128,12 +128,9 @@ public sealed record UpscaledModelConfig
             differences.Add($"upscaled layers: saved [{string.Join(", ", Layers)}], target [{string.Join(", ", target.Layers)}]");
         }
 
-        if (!string.Equals(PretrainedFingerprint, target.PretrainedFingerprint, StringComparison.Ordinal))
-        {
-            differences.Add($"the pre-trained model θ_0 differs (fingerprint saved {Short(PretrainedFingerprint)}, target {Short(target.PretrainedFingerprint)})");
-        }
-
-        differences.AddRange(ExpertDifferences(target));
+        differences.AddRange(Models.ModelPoolFingerprint.Differences(
+            ExpertNames, new Models.ModelPoolFingerprint(PretrainedFingerprint, TaskVectorFingerprints),
+            target.ExpertNames, new Models.ModelPoolFingerprint(target.PretrainedFingerprint, target.TaskVectorFingerprints)));
         return differences;
     }
 
@@ -318,40 +315,6 @@ public sealed record UpscaledModelConfig
             TaskVectorFingerprints = fingerprint.TaskVectors.ToArray(),
         };
     }
-
-    private IEnumerable<string> ExpertDifferences(UpscaledModelConfig target)
-    {
-        var saved = ExpertNames;
-        var actual = target.ExpertNames;
-        var missing = saved.Where(n => !actual.Contains(n, StringComparer.Ordinal)).ToList();
-        var extra = actual.Where(n => !saved.Contains(n, StringComparer.Ordinal)).ToList();
-        foreach (var name in missing)
-        {
-            yield return $"expert '{name}' is missing from the target";
-        }
-
-        foreach (var name in extra)
-        {
-            yield return $"the target has expert '{name}', which the saved model does not";
-        }
-
-        if (missing.Count == 0 && extra.Count == 0 && !saved.SequenceEqual(actual, StringComparer.Ordinal))
-        {
-            yield return $"the experts are reordered: saved [{string.Join(", ", saved)}], target [{string.Join(", ", actual)}]";
-            yield break;
-        }
-
-        for (int t = 0; t < Math.Min(saved.Count, actual.Count); t++)
-        {
-            if (string.Equals(saved[t], actual[t], StringComparison.Ordinal)
-                && !string.Equals(TaskVectorFingerprints[t], target.TaskVectorFingerprints[t], StringComparison.Ordinal))
-            {
-                yield return $"expert '{saved[t]}' has other weights (task-vector fingerprint saved {Short(TaskVectorFingerprints[t])}, target {Short(target.TaskVectorFingerprints[t])})";
-            }
-        }
-    }
-
-    private static string Short(string fingerprint) => fingerprint.Length > 12 ? fingerprint[..12] + "…" : fingerprint;
 
     private static UpscaleTargets ParseTargets(string value, string path) => value switch
     {

@@ -1,5 +1,6 @@
 using TorchSharp;
 using WeightEnsembling.Clip;
+using WeightEnsembling.Models;
 using WeightEnsembling.SafeTensors;
 using static TorchSharp.torch;
 
@@ -130,12 +131,12 @@ internal static class UpscaledModelParts
         }
     }
 
-    /// <summary>Saves routers (disposed here) with their configuration; see <see cref="UpscaledModelFolder"/>.</summary>
+    /// <summary>Saves routers (disposed here) with their configuration; see <see cref="TrainedWeightsFolder"/>.</summary>
     public static void SaveRouters(string folder, UpscaledModelConfig config, Dictionary<string, Tensor> routers)
     {
         try
         {
-            UpscaledModelFolder.Save(folder, config, routers);
+            TrainedWeightsFolder.Save(folder, UpscaledModelConfig.FileName, (file, sha) => (config with { WeightsFile = file, WeightsSha256 = sha }).ToJson(), routers);
         }
         finally
         {
@@ -149,14 +150,14 @@ internal static class UpscaledModelParts
     /// <summary>Checks a saved folder against the model's configuration, then loads its routers with <paramref name="load"/>.</summary>
     public static void LoadSaved(string folder, UpscaledModelConfig current, Action<IReadOnlyDictionary<string, Tensor>> load)
     {
-        var saved = UpscaledModelFolder.ReadConfig(folder);
+        var saved = ReadConfig(folder);
         var differences = saved.DifferencesFrom(current);
         if (differences.Count > 0)
         {
             throw new InvalidDataException($"The routers saved in '{folder}' do not fit this model: {string.Join("; ", differences)}.");
         }
 
-        var routers = UpscaledModelFolder.ReadRouters(folder, saved);
+        var routers = TrainedWeightsFolder.ReadWeights(folder, UpscaledModelConfig.FileName, saved.WeightsFile!, saved.WeightsSha256!);
         try
         {
             load(routers);
@@ -189,5 +190,17 @@ internal static class UpscaledModelParts
         {
             throw new InvalidDataException($"The model saved in '{folder}' was not trained on this pool: {string.Join("; ", differences)}.");
         }
+    }
+
+    /// <summary>Reads a saved folder's configuration only.</summary>
+    public static UpscaledModelConfig ReadConfig(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        if (!Directory.Exists(folder))
+        {
+            throw new DirectoryNotFoundException($"The saved model folder '{folder}' does not exist.");
+        }
+
+        return UpscaledModelConfig.FromFile(Path.Combine(folder, UpscaledModelConfig.FileName));
     }
 }

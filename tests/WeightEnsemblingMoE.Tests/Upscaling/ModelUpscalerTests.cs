@@ -56,6 +56,26 @@ public sealed class ModelUpscalerTests
         Assert.That(keys, Does.Not.Contain("vision_model.encoder.layers.0.mlp.fc1.weight"));
     }
 
+    [TestCase(0, new[] { "gate.weight" })]
+    [TestCase(1, new[] { "gate.fc.weight", "gate.fc.bias" })]
+    [TestCase(2, new[] { "gate.fc1.weight", "gate.fc1.bias", "gate.fc2.weight", "gate.fc2.bias" })]
+    public void Build_EachRouterDepth_MlpKeysAreExactlyFusionBenchGateBaseModelAndTaskVectors(int depth, string[] gateKeys)
+    {
+        using var upscaled = ModelUpscaler.For(pretrained).WithExperts(experts).WithRouterDepth(depth).Build();
+        const string prefix = "vision_model.encoder.layers.0.mlp.";
+        var keys = upscaled.Model.state_dict().Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal)).Select(k => k[prefix.Length..]).ToList();
+        string[] expected =
+        [
+            .. gateKeys,
+            "base_model.fc1.weight", "base_model.fc1.bias", "base_model.fc2.weight", "base_model.fc2.bias",
+            "task_vectors.fc1_weight.task_vectors", "task_vectors.fc1_bias.task_vectors",
+            "task_vectors.fc2_weight.task_vectors", "task_vectors.fc2_bias.task_vectors",
+        ];
+        Assert.That(keys, Is.EquivalentTo(expected));
+        var routerKeys = upscaled.RouterStateDict().Keys.ToList();
+        Assert.That(routerKeys, Is.EquivalentTo(gateKeys.Select(k => prefix + k).Concat(gateKeys.Select(k => "vision_model.encoder.layers.1.mlp." + k))));
+    }
+
     [Test]
     public void Build_RoutersForcedToConstantLambda_EqualsTaskArithmeticModel()
     {

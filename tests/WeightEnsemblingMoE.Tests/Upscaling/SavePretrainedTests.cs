@@ -3,6 +3,7 @@ using WeightEnsembling.Clip;
 using WeightEnsembling.Models;
 using WeightEnsembling.Pareto;
 using WeightEnsembling.TaskVectors;
+using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
 using static TorchSharp.torch;
 
@@ -59,7 +60,7 @@ public sealed class SavePretrainedTests
         model.SavePretrained(folder);
 
         Assert.That(File.Exists(Path.Combine(folder, UpscaledModelConfig.FileName)));
-        Assert.That(Directory.GetFiles(folder, "routers-*.safetensors"), Has.Length.EqualTo(1));
+        Assert.That(Directory.GetFiles(folder, "weights-*.safetensors"), Has.Length.EqualTo(1));
         using var loaded = UpscaledModel.FromPretrained(folder, Pool(0, 1, 2));
         Assert.That(loaded.ExpertNames, Is.EqualTo(new[] { "task0", "task1", "task2" }));
         using var images = TinyClip.Images(4, 3);
@@ -163,7 +164,7 @@ public sealed class SavePretrainedTests
     public void LoadPretrained_WeightsFromAnotherSave_RefusedAsMixture()
     {
         SaveWemoe(Pool(0, 1, 2));
-        string weights = Directory.GetFiles(folder, "routers-*.safetensors").Single();
+        string weights = Directory.GetFiles(folder, "weights-*.safetensors").Single();
         var config = UpscaledModelConfig.FromFile(Path.Combine(folder, UpscaledModelConfig.FileName));
         string otherFolder = folder + "-other";
         try
@@ -174,7 +175,7 @@ public sealed class SavePretrainedTests
                 other.SavePretrained(otherFolder);
             }
 
-            File.Copy(Directory.GetFiles(otherFolder, "routers-*.safetensors").Single(), weights, overwrite: true);
+            File.Copy(Directory.GetFiles(otherFolder, "weights-*.safetensors").Single(), weights, overwrite: true);
             using var model = ModelUpscaler.For(Pool(0, 1, 2)).Build();
             var e = Assert.Throws<InvalidDataException>(() => model.LoadPretrained(folder));
             Assert.That(e!.Message, Does.Contain("mixes two saves"));
@@ -227,13 +228,13 @@ public sealed class SavePretrainedTests
     {
         using var model = ModelUpscaler.For(Pool(0, 1, 2)).Build();
         model.SavePretrained(folder);
-        File.WriteAllText(Path.Combine(folder, ".routers-pending-leftover.safetensors"), "partial");
+        File.WriteAllText(Path.Combine(folder, ".weights-pending-leftover.safetensors"), "partial");
         Perturb(model.TrainableParameters());
         model.SavePretrained(folder);
         var files = Directory.GetFiles(folder).Select(Path.GetFileName).OrderBy(f => f).ToArray();
         Assert.That(files, Has.Length.EqualTo(2));
-        Assert.That(files[1], Is.EqualTo(UpscaledModelConfig.FileName));
-        Assert.That(files[0], Does.StartWith("routers-"));
+        Assert.That(files[0], Is.EqualTo(UpscaledModelConfig.FileName));
+        Assert.That(files[1], Does.StartWith("weights-"));
     }
 
     [Test]
@@ -244,6 +245,36 @@ public sealed class SavePretrainedTests
         File.WriteAllText(path, File.ReadAllText(path).Replace("\"router_depth\": 2,", "\"router_depth\": 2, \"router_depth\": 1,"));
         var e = Assert.Throws<InvalidDataException>(() => UpscaledModelConfig.FromFile(path));
         Assert.That(e!.Message, Does.Contain(path));
+    }
+
+    [TestCase(AdaMergingGranularity.LayerWise)]
+    [TestCase(AdaMergingGranularity.TaskWise)]
+    public void SavePretrained_AdaMerging_RoundTripBitIdentical(AdaMergingGranularity granularity)
+    {
+        using var model = AdaMergingModel.Create(Pool(0, 1, 2), new AdaMergingOptions { Granularity = granularity });
+        Perturb([model.MergeWeight]);
+        model.SavePretrained(folder);
+        using var loaded = AdaMergingModel.FromPretrained(folder, Pool(0, 1, 2));
+        Assert.That(loaded.Options.Granularity, Is.EqualTo(granularity));
+        using var images = TinyClip.Images(2, 8);
+        using var expected = model.Features(images);
+        using var actual = loaded.Features(images);
+        Assert.That(TinyClip.BitEqual(actual, expected));
+    }
+
+    [Test]
+    public void FromPretrained_AdaMergingReorderedOrOtherGranularity_Refused()
+    {
+        using (var model = AdaMergingModel.Create(Pool(0, 1, 2)))
+        {
+            model.SavePretrained(folder);
+        }
+
+        var e = Assert.Throws<InvalidDataException>(() => AdaMergingModel.FromPretrained(folder, Pool(2, 1, 0)).Dispose());
+        Assert.That(e!.Message, Does.Contain("reordered"));
+        using var taskWise = AdaMergingModel.Create(Pool(0, 1, 2), new AdaMergingOptions { Granularity = AdaMergingGranularity.TaskWise });
+        e = Assert.Throws<InvalidDataException>(() => taskWise.LoadPretrained(folder));
+        Assert.That(e!.Message, Does.Contain("method: saved AdaMerging (layer-wise), target AdaMerging (task-wise)"));
     }
 
     private void SaveWemoe(ModelPool pool)

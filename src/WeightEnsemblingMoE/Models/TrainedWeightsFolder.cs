@@ -2,43 +2,46 @@ using System.Security.Cryptography;
 using WeightEnsembling.SafeTensors;
 using static TorchSharp.torch;
 
-namespace WeightEnsembling.Upscaling;
+namespace WeightEnsembling.Models;
 
 /// <summary>
-/// Reads and writes the folder of a saved upscaled model: <see cref="UpscaledModelConfig.FileName"/> and the router
-/// weights in a content-addressed safetensors file (<c>routers-{sha256 prefix}.safetensors</c>) that the configuration
+/// Reads and writes the folder of a saved adapted model (upscaled routers, AdaMerging coefficients): a JSON configuration
+/// and the trained weights in a content-addressed safetensors file (<c>weights-{sha256 prefix}.safetensors</c>) that the configuration
 /// names with its full SHA-256. The weights are written first and the configuration last, each atomically, so that at
 /// any moment the configuration names a complete weights file: a save killed part-way leaves the previous save loadable,
 /// and a folder whose weights do not match its configuration is refused.
 /// </summary>
-internal static class UpscaledModelFolder
+internal static class TrainedWeightsFolder
 {
-    private const string WeightsPrefix = "routers-";
+    private const string WeightsPrefix = "weights-";
     private const string WeightsSuffix = ".safetensors";
-    private const string PendingPrefix = ".routers-pending-";
+    private const string PendingPrefix = ".weights-pending-";
 
-    /// <summary>Writes <paramref name="routers"/> and <paramref name="config"/> into <paramref name="folder"/>, created if needed.</summary>
-    public static void Save(string folder, UpscaledModelConfig config, IReadOnlyDictionary<string, Tensor> routers)
+    /// <summary>
+    /// Writes <paramref name="tensors"/> (checked finite) into a content-addressed weights file, then the configuration
+    /// <paramref name="configFileName"/> whose JSON <paramref name="configJson"/> makes from the weights file's name and SHA-256.
+    /// </summary>
+    public static void Save(string folder, string configFileName, Func<string, string, string> configJson, IReadOnlyDictionary<string, Tensor> tensors)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
-        CheckFinite(routers, "the model's routers");
+        var routers = tensors;
+        CheckFinite(routers, "the model's trainable weights");
         Directory.CreateDirectory(folder);
         string pending = Path.Combine(folder, $"{PendingPrefix}{Guid.NewGuid():N}{WeightsSuffix}");
         try
         {
-            SafeTensorsWriter.Save(pending, routers, new Dictionary<string, string>(StringComparer.Ordinal) { ["format"] = UpscaledModelConfig.FormatValue });
+            SafeTensorsWriter.Save(pending, routers, new Dictionary<string, string>(StringComparer.Ordinal) { ["config"] = configFileName });
             string sha = Sha256(pending);
             string weightsFile = $"{WeightsPrefix}{sha[..16]}{WeightsSuffix}";
             File.Move(pending, Path.Combine(folder, weightsFile), overwrite: true);
-            var saved = config with { WeightsFile = weightsFile, WeightsSha256 = sha };
-            WriteAtomically(Path.Combine(folder, UpscaledModelConfig.FileName), saved.ToJson());
+            WriteAtomically(Path.Combine(folder, configFileName), configJson(weightsFile, sha));
 
             // The new configuration is in place: weights files it does not name, and leftovers of killed saves, go.
             foreach (var file in Directory.EnumerateFiles(folder))
             {
                 string name = Path.GetFileName(file);
                 bool staleWeights = name.StartsWith(WeightsPrefix, StringComparison.Ordinal) && name.EndsWith(WeightsSuffix, StringComparison.Ordinal) && name != weightsFile;
-                bool leftover = name.StartsWith(PendingPrefix, StringComparison.Ordinal) || name.StartsWith("." + UpscaledModelConfig.FileName + ".", StringComparison.Ordinal);
+                bool leftover = name.StartsWith(PendingPrefix, StringComparison.Ordinal) || name.StartsWith("." + configFileName + ".", StringComparison.Ordinal);
                 if (staleWeights || leftover)
                 {
                     File.Delete(file);
@@ -54,32 +57,25 @@ internal static class UpscaledModelFolder
         }
     }
 
-    /// <summary>Reads a saved folder's configuration only.</summary>
-    public static UpscaledModelConfig ReadConfig(string folder)
+    /// <summary>Reads the weights file a configuration names, checking its hash and every value; the caller owns the tensors.</summary>
+    public static Dictionary<string, Tensor> ReadWeights(string folder, string configFileName, string weightsFile, string expectedSha256)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
-        if (!Directory.Exists(folder))
+        if (weightsFile.IndexOfAny(['/', '\\']) >= 0 || weightsFile is "." or "..")
         {
-            throw new DirectoryNotFoundException($"The saved model folder '{folder}' does not exist.");
+            throw new InvalidDataException($"'{folder}': the weights file '{weightsFile}' named by {configFileName} must be a file name in the same folder.");
         }
 
-        return UpscaledModelConfig.FromFile(Path.Combine(folder, UpscaledModelConfig.FileName));
-    }
-
-    /// <summary>Reads the router weights a configuration names, checking the file's hash and every value; the caller owns them.</summary>
-    public static Dictionary<string, Tensor> ReadRouters(string folder, UpscaledModelConfig config)
-    {
-        string path = Path.Combine(folder, config.WeightsFile!);
+        string path = Path.Combine(folder, weightsFile);
         if (!File.Exists(path))
         {
-            throw new InvalidDataException($"'{folder}': the router weights '{config.WeightsFile}' named by {UpscaledModelConfig.FileName} are missing.");
+            throw new InvalidDataException($"'{folder}': the weights '{weightsFile}' named by {configFileName} are missing.");
         }
 
         string sha = Sha256(path);
-        if (!string.Equals(sha, config.WeightsSha256, StringComparison.OrdinalIgnoreCase))
+        if (!string.Equals(sha, expectedSha256, StringComparison.OrdinalIgnoreCase))
         {
             throw new InvalidDataException(
-                $"'{path}' does not match {UpscaledModelConfig.FileName} (SHA-256 {sha[..12]}…, expected {config.WeightsSha256![..Math.Min(12, config.WeightsSha256.Length)]}…): the folder mixes two saves or the file is corrupt.");
+                $"'{path}' does not match {configFileName} (SHA-256 {sha[..12]}…, expected {expectedSha256[..Math.Min(12, expectedSha256.Length)]}…): the folder mixes two saves or the file is corrupt.");
         }
 
         var routers = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -112,7 +108,7 @@ internal static class UpscaledModelFolder
         {
             if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
             {
-                throw new InvalidDataException($"{where}: router tensor '{name}' contains NaN or Inf.");
+                throw new InvalidDataException($"{where}: tensor '{name}' contains NaN or Inf.");
             }
         }
     }
