@@ -1,6 +1,7 @@
 using WeightEnsembling.Evaluation;
 using WeightEnsembling.Moe;
-using WeightEnsembling.SafeTensors;
+using WeightEnsembling.Models;
+using WeightEnsembling.TaskVectors;
 using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
 using static TorchSharp.torch;
@@ -14,11 +15,8 @@ public static class GettingStartedSnippets
     public static UpscaledModel FirstUpcycle(string pretrainedFolder, string[] expertFolders, Tensor pixelValues)
     {
         #region FirstUpcycle
-        var upscaled = ModelUpscaler.ForFolder(pretrainedFolder)
-            .WithExpertFolders(expertFolders)
-            .WithRouterDepth(2)
-            .WithInitLambda(0.3)
-            .Build();
+        var pool = ModelPool.FromFolders(pretrainedFolder, expertFolders);
+        var upscaled = Upscaler.Upcycle(pool);
         upscaled.RoutingMode = RoutingMode.PerSample;
         using var output = upscaled.Forward(pixelValues);
         Console.WriteLine($"{upscaled.Modules.Count} MoE modules, embeddings [{string.Join(", ", output.ImageEmbeds!.shape)}]");
@@ -54,19 +52,26 @@ public static class GettingStartedSnippets
         return report;
     }
 
-    /// <summary>Saves the routers to a safetensors file and loads them into a freshly upcycled model.</summary>
-    public static void SaveAndLoadRouters(UpscaledModel upscaled, UpscaledModel rebuilt, string path)
+    /// <summary>Upcycles with every option of the fluent builder spelled out.</summary>
+    public static UpscaledModel Builder(ModelPool pool)
+    {
+        #region UpscalerBuilder
+        var upscaled = ModelUpscaler.For(pool)
+            .WithRouterDepth(2)
+            .WithInitLambda(0.3)
+            .WithTaskVectorStorage(TaskVectorStorageOptions.Dense())
+            .Build();
+        #endregion
+        return upscaled;
+    }
+
+    /// <summary>Saves the trained routers with their configuration and rebuilds the model from the pool.</summary>
+    public static UpscaledModel SaveAndReload(UpscaledModel upscaled, ModelPool pool, string folder)
     {
         #region SaveRouters
-        var routers = upscaled.RouterStateDict();
-        SafeTensorsWriter.Save(path, routers);
-
-        using var file = SafeTensorsFile.Open(path);
-        rebuilt.LoadRouterStateDict(file.LoadAll());
+        upscaled.SavePretrained(folder);
+        var rebuilt = UpscaledModel.FromPretrained(folder, pool);
         #endregion
-        foreach (var tensor in routers.Values)
-        {
-            tensor.Dispose();
-        }
+        return rebuilt;
     }
 }

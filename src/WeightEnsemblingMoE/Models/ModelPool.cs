@@ -177,6 +177,24 @@ public sealed class ModelPool
             throw new ArgumentOutOfRangeException(nameof(scalingFactor), scalingFactor, "The scaling factor λ must be finite.");
         }
 
+        return TaskArithmetic(Enumerable.Repeat(scalingFactor, ExpertCount).ToArray(), names);
+    }
+
+    /// <summary>
+    /// Task arithmetic with one factor per expert, θ_0 + Σ_t λ_t τ_t (accumulated in float64, returned as float32); the
+    /// caller owns the result.
+    /// </summary>
+    /// <param name="scalingFactors">λ_t for each expert in task order, finite.</param>
+    /// <param name="names">State-dict keys, or <see langword="null"/> for every key.</param>
+    /// <returns>The merged tensors by key.</returns>
+    public Dictionary<string, Tensor> TaskArithmetic(IReadOnlyList<double> scalingFactors, IEnumerable<string>? names = null)
+    {
+        ArgumentNullException.ThrowIfNull(scalingFactors);
+        if (scalingFactors.Count != ExpertCount || scalingFactors.Any(f => !double.IsFinite(f)))
+        {
+            throw new ArgumentException($"Task arithmetic needs {ExpertCount} finite factors, one per expert; got [{string.Join(", ", scalingFactors)}].", nameof(scalingFactors));
+        }
+
         var wanted = CheckKeys(names);
         using var noGrad = no_grad();
         var theta0 = LoadPretrained(wanted);
@@ -188,20 +206,23 @@ public sealed class ModelPool
                 sums[key] = zeros_like(theta0[key], dtype: ScalarType.Float64);
             }
 
+            int t = 0;
             foreach (var expert in ExpertWeights(wanted))
             {
                 foreach (var key in wanted)
                 {
                     using var scope = NewDisposeScope();
-                    sums[key].add_(expert[key].to(ScalarType.Float64) - theta0[key].to(ScalarType.Float64));
+                    sums[key].add_(expert[key].to(ScalarType.Float64) - theta0[key].to(ScalarType.Float64), alpha: scalingFactors[t]);
                 }
+
+                t++;
             }
 
             var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
             foreach (var key in wanted)
             {
                 using var scope = NewDisposeScope();
-                var merged = (theta0[key].to(ScalarType.Float64) + (scalingFactor * sums[key])).to(ScalarType.Float32);
+                var merged = (theta0[key].to(ScalarType.Float64) + sums[key]).to(ScalarType.Float32);
                 result[key] = merged.MoveToOuterDisposeScope();
             }
 

@@ -1,5 +1,6 @@
 using TorchSharp;
 using WeightEnsembling.Clip;
+using WeightEnsembling.Models;
 using WeightEnsembling.Evaluation;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tasks;
@@ -68,41 +69,51 @@ public static class ParetoSetEvaluator
     {
         ArgumentNullException.ThrowIfNull(pretrained);
         ArgumentNullException.ThrowIfNull(experts);
-        CheckTasks(tasks, experts.Count);
+        return EvaluateTaskArithmetic(ModelPool.FromModels(pretrained, experts), tasks, preferences, batchSize, scalingFactor, referencePoint, cancellationToken);
+    }
+
+    /// <summary>
+    /// Task arithmetic over a model pool at each preference p: θ_0 + Σ_t s·p_t τ_t, merged by the pool (streamed expert by
+    /// expert) once per preference; the baseline a Pareto set is compared with.
+    /// </summary>
+    /// <param name="modelPool">θ_0 and the experts, in task order.</param>
+    /// <param name="tasks">One labelled dataset and head per task.</param>
+    /// <param name="preferences">The preferences to evaluate.</param>
+    /// <param name="batchSize">The evaluation batch size, at least 1.</param>
+    /// <param name="scalingFactor">The overall scale s of the per-task factors s · p_t. The default value is 1.</param>
+    /// <param name="referencePoint">The hypervolume reference (accuracies). The default value is <see langword="null"/> (all zeros).</param>
+    /// <param name="cancellationToken">Cancels between batches.</param>
+    /// <returns>The report, method <c>Task Arithmetic</c>.</returns>
+    public static ParetoEvaluationReport EvaluateTaskArithmetic(
+        ModelPool modelPool,
+        IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> tasks,
+        IReadOnlyList<IReadOnlyList<double>> preferences,
+        int batchSize,
+        double scalingFactor = 1.0,
+        IReadOnlyList<double>? referencePoint = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(modelPool);
+        CheckTasks(tasks, modelPool.ExpertCount);
         if (!double.IsFinite(scalingFactor))
         {
             throw new ArgumentOutOfRangeException(nameof(scalingFactor), scalingFactor, "The scaling factor must be finite.");
         }
 
-        var theta0 = pretrained.state_dict();
-        var thetas = experts.Select(e => e.state_dict()).ToArray();
         return EvaluateCore("Task Arithmetic", tasks, preferences, batchSize, referencePoint, null, cancellationToken, preference =>
         {
-            var merged = new ClipVisionModel(pretrained.Config, pretrained.HasProjection);
+            var weights = modelPool.TaskArithmetic(preference.Select(p => scalingFactor * p).ToArray());
             try
             {
-                using var scope = NewDisposeScope();
-                using var noGrad = no_grad();
-                var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-                foreach (var (key, value) in theta0)
-                {
-                    var sum = value.clone();
-                    for (int t = 0; t < thetas.Length; t++)
-                    {
-                        sum.add_((thetas[t][key] - value) * (scalingFactor * preference[t]));
-                    }
-
-                    weights[key] = sum;
-                }
-
-                StateDict.LoadInto(merged, weights, strict: true);
-                merged.eval();
+                var merged = modelPool.BuildModel(weights);
                 return (merged.GetImageFeatures, merged);
             }
-            catch
+            finally
             {
-                merged.Dispose();
-                throw;
+                foreach (var tensor in weights.Values)
+                {
+                    tensor.Dispose();
+                }
             }
         });
     }

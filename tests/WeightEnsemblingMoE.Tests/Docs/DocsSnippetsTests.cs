@@ -49,7 +49,6 @@ public sealed partial class DocsSnippetsTests
             string[] experts = [Path.Combine(folder, "expert0"), Path.Combine(folder, "expert1")];
             using var images = TinyClip.Images(2, 5);
             using var upscaled = GettingStartedSnippets.FirstUpcycle(Path.Combine(folder, "pretrained"), experts, images);
-            using var rebuilt = GettingStartedSnippets.FirstUpcycle(Path.Combine(folder, "pretrained"), experts, images);
             using (no_grad())
             {
                 foreach (var parameter in upscaled.TrainableParameters())
@@ -58,7 +57,11 @@ public sealed partial class DocsSnippetsTests
                 }
             }
 
-            GettingStartedSnippets.SaveAndLoadRouters(upscaled, rebuilt, Path.Combine(folder, "routers.safetensors"));
+            var pool = WeightEnsembling.Models.ModelPool.FromFolders(Path.Combine(folder, "pretrained"), experts);
+            using var built = GettingStartedSnippets.Builder(pool);
+            Assert.That(built.ExpertNames, Is.EqualTo(new[] { "expert0", "expert1" }));
+            using var rebuilt = GettingStartedSnippets.SaveAndReload(upscaled, pool, Path.Combine(folder, "saved"));
+            rebuilt.RoutingMode = WeightEnsembling.Moe.RoutingMode.PerSample;
             using var expected = upscaled.Forward(images);
             using var actual = rebuilt.Forward(images);
             Assert.That(upscaled.Modules, Has.Count.EqualTo(TinyClip.Config.NumHiddenLayers));
