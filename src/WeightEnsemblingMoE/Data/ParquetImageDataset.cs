@@ -76,7 +76,7 @@ public sealed class ParquetImageDataset : StreamingImageDataset
             string file = files[f] ?? throw new ArgumentException($"File {f} is null.", nameof(files));
             using var handle = new ReaderHandle(OpenReader(file));
             var reader = handle.Reader;
-            FindField(reader.Schema, imageColumn + ParquetSchema.PathSeparator + "bytes", imageColumn, file);
+            FindField(reader.Schema, [imageColumn, "bytes"], imageColumn, file);
             var groups = new long[reader.RowGroupCount];
             for (int g = 0; g < groups.Length; g++)
             {
@@ -89,7 +89,7 @@ public sealed class ParquetImageDataset : StreamingImageDataset
             }
             if (labelColumn is not null)
             {
-                var field = FindField(reader.Schema, labelColumn, labelColumn, file);
+                var field = FindField(reader.Schema, [labelColumn], labelColumn, file);
                 long fileRow = 0;
                 for (int g = 0; g < groups.Length; g++)
                 {
@@ -201,7 +201,7 @@ public sealed class ParquetImageDataset : StreamingImageDataset
             // Reading under the lock keeps one reader per file at a time; decoding, the costly part, runs outside it.
             string file = _parts[part].File;
             using var handle = new ReaderHandle(OpenReader(file));
-            var field = FindField(handle.Reader.Schema, _imageColumn + ParquetSchema.PathSeparator + "bytes", _imageColumn, file);
+            var field = FindField(handle.Reader.Schema, [_imageColumn, "bytes"], _imageColumn, file);
             using var rowGroup = handle.Reader.OpenRowGroupReader(group);
             var values = new byte[]?[rowGroup.RowCount];
             rowGroup.ReadAsync(field, values.AsMemory()).AsTask().GetAwaiter().GetResult();
@@ -229,13 +229,13 @@ public sealed class ParquetImageDataset : StreamingImageDataset
         }
     }
 
-    private static DataField FindField(ParquetSchema schema, string path, string column, string file)
+    private static DataField FindField(ParquetSchema schema, string[] path, string column, string file)
     {
-        var field = schema.GetDataFields().FirstOrDefault(f => f.Path.ToString() == path);
+        var field = schema.GetDataFields().FirstOrDefault(f => f.Path.ToList().SequenceEqual(path));
         if (field is null)
         {
-            string columns = string.Join(", ", schema.GetDataFields().Select(f => f.Path.ToString()));
-            throw new InvalidDataException($"Parquet file '{file}' has no column '{column}' (expected '{path}'); its columns are: {columns}.");
+            string columns = string.Join(", ", schema.GetDataFields().Select(f => string.Join('.', f.Path.ToList())));
+            throw new InvalidDataException($"Parquet file '{file}' has no column '{column}' (expected '{string.Join('.', path)}'); its columns are: {columns}.");
         }
         return field;
     }

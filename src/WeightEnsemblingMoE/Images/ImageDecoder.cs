@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using SkiaSharp;
 
 namespace WeightEnsembling.Images;
@@ -6,8 +5,9 @@ namespace WeightEnsembling.Images;
 /// <summary>
 /// Decodes PNG, JPEG, BMP, GIF (first frame) and WebP files to 8-bit RGB with SkiaSharp, converting modes as Pillow's
 /// <c>Image.convert("RGB")</c> does: grey is replicated, alpha is dropped (not composited), palettes are expanded, CMYK
-/// JPEGs are converted to RGB, 16-bit PNGs keep their high byte except 16-bit greyscale, which Pillow opens as mode
-/// <c>I</c> and clamps to 255. The EXIF orientation of JPEGs is applied as <c>PIL.ImageOps.exif_transpose</c> does.
+/// JPEGs are converted to RGB. 16-bit PNGs keep the high byte of each sample. That is where this decoder departs from
+/// Pillow on purpose: Pillow opens a 16-bit greyscale PNG as mode <c>I</c> and its conversion to RGB clamps every value
+/// above 255 to white (SkiaSharp gives no access to the 16-bit grey samples, and the high byte keeps the picture). The EXIF orientation (as SkiaSharp reports it) is applied as <c>PIL.ImageOps.exif_transpose</c> does.
 /// </summary>
 /// <remarks>
 /// The library references the managed SkiaSharp package only; an application adds the native assets for its platform
@@ -86,10 +86,9 @@ public sealed class ImageDecoder
             throw new InvalidDataException($"Image '{source}' has {info.Width}×{info.Height} = {pixels} pixels, more than the limit of {MaxPixels} ({nameof(MaxPixels)}); it could be a decompression bomb.");
         }
         int width = info.Width, height = info.Height;
-        var png16 = Png16BitKind(data);
-        byte[] rgb = png16 == 0 ? Decode8(codec, width, height, source) : Decode16(codec, width, height, greyClamps: png16 == 1, source);
+        byte[] rgb = Decode8(codec, width, height, source);
         var image = new RgbImage(width, height, rgb);
-        if (ApplyExifOrientation && codec.EncodedFormat == SKEncodedImageFormat.Jpeg)
+        if (ApplyExifOrientation)
         {
             image = Orient(image, (int)codec.EncodedOrigin);
         }
@@ -111,25 +110,6 @@ public sealed class ImageDecoder
         return rgb;
     }
 
-    // 16-bit PNGs: Pillow keeps the high byte of RGB(A) and grey+alpha samples ("RGB;16B", "LA;16B"), and opens 16-bit
-    // grey as mode I, whose conversion to RGB clamps each value to 255.
-    private static byte[] Decode16(SKCodec codec, int width, int height, bool greyClamps, string source)
-    {
-        var target = new SKImageInfo(width, height, SKColorType.Rgba16161616, SKAlphaType.Unpremul);
-        var rgba = new byte[(long)width * height * 8];
-        Read(codec, target, rgba, source);
-        var rgb = new byte[(long)width * height * 3];
-        for (long p = 0, q = 0; p < rgba.LongLength; p += 8, q += 3)
-        {
-            for (int c = 0; c < 3; c++)
-            {
-                ushort value = BitConverter.ToUInt16(rgba, (int)(p + (2 * c)));
-                rgb[q + c] = greyClamps ? (byte)Math.Min(value, (ushort)255) : (byte)(value >> 8);
-            }
-        }
-        return rgb;
-    }
-
     private static unsafe void Read(SKCodec codec, SKImageInfo target, byte[] buffer, string source)
     {
         SKCodecResult result;
@@ -142,18 +122,6 @@ public sealed class ImageDecoder
             string what = result == SKCodecResult.IncompleteInput ? "truncated" : "corrupt";
             throw new InvalidDataException($"Image '{source}' is {what}: decoding stopped with {result}.");
         }
-    }
-
-    // 0: not a 16-bit PNG; 1: 16-bit greyscale (colour type 0); 2: another 16-bit PNG.
-    private static int Png16BitKind(ReadOnlySpan<byte> data)
-    {
-        ReadOnlySpan<byte> signature = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
-        // Signature, IHDR length and type, width, height, then bit depth (byte 24) and colour type (byte 25).
-        if (data.Length < 26 || !data[..8].SequenceEqual(signature) || BinaryPrimitives.ReadUInt32BigEndian(data[12..]) != 0x49484452u)
-        {
-            return 0;
-        }
-        return data[24] != 16 ? 0 : data[25] == 0 ? 1 : 2;
     }
 
     // EXIF orientation 1–8 as PIL.ImageOps.exif_transpose maps it: 2 mirror, 3 rotate 180°, 4 flip, 5 transpose,
