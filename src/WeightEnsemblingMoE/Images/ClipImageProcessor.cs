@@ -181,6 +181,7 @@ public sealed class ClipImageProcessor
     /// <summary>Resizes and crops an image as the processor does before rescaling (the uint8 stage of CLIPImageProcessor).</summary>
     /// <param name="image">The image.</param>
     /// <returns>A new image.</returns>
+    /// <exception cref="InvalidDataException">An option holds a bad value (e.g. an unsupported <see cref="Resample"/>); the message names it.</exception>
     public RgbImage ResizeAndCrop(RgbImage image)
     {
         ArgumentNullException.ThrowIfNull(image);
@@ -358,7 +359,10 @@ public sealed class ClipImageProcessor
             {
                 throw new InvalidDataException($"'{source}': size needs a positive shortest_edge, or a positive height and width.");
             }
-            PillowResampler.Filter(Resample, $"'{source}': resample");
+            if (Resample is not (2 or 3))
+            {
+                throw new InvalidDataException($"'{source}': resample = {Resample} is not supported; use 2 (bilinear) or 3 (bicubic).");
+            }
         }
         if (DoCenterCrop && (CropHeight < 1 || CropWidth < 1))
         {

@@ -36,7 +36,7 @@ public sealed class ClipImageProcessorTests
     [Test]
     public void FromJson_UnsupportedResample_ThrowsNamingKey()
     {
-        var e = Assert.Throws<ArgumentException>(() => ClipImageProcessor.FromJson("""{"resample": 1}""", "cfg.json"));
+        var e = Assert.Throws<InvalidDataException>(() => ClipImageProcessor.FromJson("""{"resample": 1}""", "cfg.json"));
 
         Assert.That(e!.Message, Does.Contain("cfg.json").And.Contain("resample"));
     }
