@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.IO.Compression;
 using TorchSharp;
+using WeightEnsembling.Images;
 using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
 
@@ -78,8 +79,8 @@ public static class SuiteData
     private static (Tensor, Tensor) ReadOpenCvDigits(string path)
     {
         using var scope = NewDisposeScope();
-        var png = PngDecoder.Read(path); // [1000, 2000, C]
-        var grey = png.shape[2] == 1 ? png.squeeze(2) : png.narrow(2, 0, 1).squeeze(2);
+        var png = ImageDecoder.Default.Decode(path).ToTensor(); // [1000, 2000, 3], grey replicated
+        var grey = png.narrow(2, 0, 1).squeeze(2);
         if (grey.shape[0] != 1000 || grey.shape[1] != 2000)
         {
             throw new InvalidDataException($"'{path}' is {grey.shape[1]}×{grey.shape[0]}; OpenCV's digits.png is 2000×1000.");

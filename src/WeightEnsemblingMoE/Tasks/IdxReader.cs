@@ -92,7 +92,8 @@ public static class IdxReader
 
     /// <summary>
     /// Reads an MNIST-style dataset: unsigned-byte images [N, H, W] scaled to [0, 1] as float32 [N, 1, H, W], and
-    /// unsigned-byte labels [N] as int64.
+    /// unsigned-byte labels [N] as int64. The whole split is held as float32; <see cref="Data.IdxImageDataset"/> keeps it as
+    /// bytes and preprocesses per batch as CLIP's image processor does.
     /// </summary>
     /// <param name="name">The task name.</param>
     /// <param name="imagesPath">The IDX file of the images.</param>

@@ -26,4 +26,23 @@ internal sealed class SubsetTaskDataset : TaskDataset
         }
         return _parent.GetBatch(mapped);
     }
+
+    // The parent loads the batches, so a parent that loads ahead on background threads does so for its subsets too.
+    protected override IEnumerable<TaskBatch> LoadBatches(IEnumerable<long[]> batches) =>
+        _parent.LoadBatchesOf(batches.Select(Map));
+
+    private long[] Map(long[] indices)
+    {
+        var mapped = new long[indices.Length];
+        for (int i = 0; i < indices.Length; i++)
+        {
+            long index = indices[i];
+            if (index < 0 || index >= _indices.LongLength)
+            {
+                throw new ArgumentOutOfRangeException(nameof(indices), index, $"Index {index} at position {i} is outside dataset '{Name}' of {_indices.LongLength} examples.");
+            }
+            mapped[i] = _indices[index];
+        }
+        return mapped;
+    }
 }

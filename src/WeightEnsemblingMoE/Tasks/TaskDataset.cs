@@ -178,17 +178,54 @@ public abstract class TaskDataset : IDisposable
     {
     }
 
+    /// <summary>
+    /// Loads, in order, the batches whose example indices <paramref name="batches"/> yields (indices not yet checked);
+    /// <see cref="Batches"/> and <see cref="Endless"/> draw through it. The default loads each batch with
+    /// <see cref="GetBatch"/> when it is asked for. A dataset that reads files may override it to load ahead on
+    /// background threads, provided it yields the same batches in the same order and disposes the batches it loaded but
+    /// did not hand out when the enumeration is disposed.
+    /// </summary>
+    /// <param name="batches">The example indices of each batch, in order; enumerated at most once.</param>
+    /// <returns>The batches, each owned by the caller.</returns>
+    protected virtual IEnumerable<TaskBatch> LoadBatches(IEnumerable<long[]> batches)
+    {
+        ArgumentNullException.ThrowIfNull(batches);
+        foreach (var indices in batches)
+        {
+            yield return GetBatch(indices);
+        }
+    }
+
+    /// <summary>Gives a view (e.g. a subset) access to this dataset's <see cref="LoadBatches"/>.</summary>
+    internal IEnumerable<TaskBatch> LoadBatchesOf(IEnumerable<long[]> batches) => LoadBatches(batches);
+
     private IEnumerable<TaskBatch> BatchesCore(int batchSize, bool shuffle, int seed)
+    {
+        foreach (var batch in LoadBatches(BatchIndices(batchSize, shuffle, seed)))
+        {
+            yield return batch;
+        }
+    }
+
+    private IEnumerable<long[]> BatchIndices(int batchSize, bool shuffle, int seed)
     {
         long count = Count;
         long[] order = shuffle ? Permutation(count, seed, generator: null) : Enumerable.Range(0, checked((int)count)).Select(i => (long)i).ToArray();
         for (int start = 0; start < order.Length; start += batchSize)
         {
-            yield return GetBatch(new ArraySegment<long>(order, start, Math.Min(batchSize, order.Length - start)));
+            yield return order[start..Math.Min(order.Length, start + batchSize)];
         }
     }
 
     private IEnumerable<TaskBatch> EndlessCore(int batchSize, int seed)
+    {
+        foreach (var batch in LoadBatches(EndlessIndices(batchSize, seed)))
+        {
+            yield return batch;
+        }
+    }
+
+    private IEnumerable<long[]> EndlessIndices(int batchSize, int seed)
     {
         long count = Count;
         using var generator = new Generator(unchecked((ulong)seed));
@@ -197,7 +234,7 @@ public abstract class TaskDataset : IDisposable
             long[] order = Permutation(count, seed, generator);
             for (int start = 0; start < order.Length; start += batchSize)
             {
-                yield return GetBatch(new ArraySegment<long>(order, start, Math.Min(batchSize, order.Length - start)));
+                yield return order[start..Math.Min(order.Length, start + batchSize)];
             }
         }
     }

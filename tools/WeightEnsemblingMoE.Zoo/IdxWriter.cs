@@ -1,9 +1,10 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
 using TorchSharp;
+using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
 
-namespace WeightEnsembling.Tasks;
+namespace WeightEnsembling.Zoo;
 
 /// <summary>
 /// Writes unsigned-byte tensors in the IDX format that <see cref="IdxReader"/> reads (type code 0x08), gzip-compressed

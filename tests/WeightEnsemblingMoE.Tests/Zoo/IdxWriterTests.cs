@@ -1,9 +1,10 @@
 using TorchSharp;
 using WeightEnsembling.Tasks;
 using WeightEnsembling.Tests.SafeTensors;
+using WeightEnsembling.Zoo;
 using static TorchSharp.torch;
 
-namespace WeightEnsembling.Tests.Tasks;
+namespace WeightEnsembling.Tests.Zoo;
 
 [TestFixture, NonParallelizable]
 public sealed class IdxWriterTests
