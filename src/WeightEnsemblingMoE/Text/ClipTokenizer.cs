@@ -64,6 +64,9 @@ public sealed class ClipTokenizer
     /// <summary>CLIP's text context length, used when the folder does not give one.</summary>
     internal const int DefaultContextLength = 77;
 
+    /// <summary>The most words whose ids are cached (a bound on memory for long-running use).</summary>
+    private const int MaxCachedWords = 100_000;
+
     private const string StartOfTextLiteral = "<|startoftext|>";
     private const string EndOfTextLiteral = "<|endoftext|>";
 
@@ -268,7 +271,15 @@ public sealed class ClipTokenizer
                 ids.Add(_vocabulary.TryGetValue(word, out var id) ? id : _unkTokenId);
                 continue;
             }
-            ids.AddRange(_cache.GetOrAdd(word, w => _bpe.EncodeToIds(w, considerPreTokenization: false, considerNormalization: false).ToArray()));
+            if (!_cache.TryGetValue(word, out var wordIds))
+            {
+                wordIds = _bpe.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false).ToArray();
+                if (_cache.Count < MaxCachedWords)
+                {
+                    _cache.TryAdd(word, wordIds);
+                }
+            }
+            ids.AddRange(wordIds);
         }
     }
 

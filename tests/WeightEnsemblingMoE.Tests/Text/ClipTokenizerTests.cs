@@ -223,6 +223,37 @@ public sealed class ClipTokenizerTests
     }
 
     [Test]
+    public void Encode_FromSeveralThreads_GivesTheSameIds()
+    {
+        var tokenizer = ClipTokenizer.FromPretrained(SlowFolder);
+        var cases = Cases().ToArray();
+        var results = new IReadOnlyList<int>[cases.Length * 4];
+        Parallel.For(0, results.Length, i => results[i] = tokenizer.Encode(cases[i % cases.Length].Text));
+        for (var i = 0; i < results.Length; i++)
+        {
+            Assert.That(results[i], Is.EqualTo(cases[i % cases.Length].Ids), JsonSerializer.Serialize(cases[i % cases.Length].Text));
+        }
+    }
+
+    [Test]
+    public void EncodeBatch_NoTexts_GivesEmptyBatch()
+    {
+        var tokenizer = ClipTokenizer.FromPretrained(SlowFolder);
+        using var ids = tokenizer.EncodeBatch([], out var mask);
+        using var _ = mask;
+        Assert.That(ids.shape, Is.EqualTo(new long[] { 0, 77 }));
+        Assert.That(mask.shape, Is.EqualTo(new long[] { 0, 77 }));
+    }
+
+    [Test]
+    public void EncodeBatch_NullText_NamesItsIndex()
+    {
+        var tokenizer = ClipTokenizer.FromPretrained(SlowFolder);
+        var ex = Assert.Throws<ArgumentException>(() => tokenizer.EncodeBatch(["a", null!], out _));
+        Assert.That(ex!.Message, Does.Contain("texts[1]"));
+    }
+
+    [Test]
     public void CheckAgainst_MatchingSizePasses_OtherSizeNamesTheVocabularyFile()
     {
         var tokenizer = ClipTokenizer.FromPretrained(SlowFolder);
