@@ -162,4 +162,24 @@ public sealed class TorchCheckpointReaderTests
             DisposeAll(read);
         }
     }
+
+    [Test]
+    public void ReadStateDict_ParametersSavedWithKeepVars_ReadAsTheirData_AndNonTensorsAreSkipped()
+    {
+        var tensors = TorchCheckpointReader.ReadStateDict(Fixture("keep_vars.pt"));
+        using var expected = SafeTensorsFile.Open(Fixture("keep_vars_expected.safetensors"));
+        try
+        {
+            Assert.That(tensors.Keys.Order(), Is.EqualTo(new[] { "bias", "weight" }));
+            foreach (var (name, tensor) in tensors)
+            {
+                using var reference = expected.Load(name);
+                Assert.That(tensor.Same(reference), Is.True, name);
+            }
+        }
+        finally
+        {
+            DisposeAll(tensors);
+        }
+    }
 }
