@@ -60,4 +60,19 @@ public sealed class ClipPyTorchCheckpointTests
         var error = Assert.Throws<TorchCheckpointFormatException>(() => ClipVisionModel.FromPretrained(folder.Path));
         Assert.That(error!.Message, Does.Contain(TorchCheckpointReader.PyTorchModelFileName));
     }
+
+    [Test]
+    public void FromPretrained_Bin_SaveTo_GivesAFolderTheUpscalerStreams()
+    {
+        using var folder = new TempFolder();
+        using (var model = ClipVisionModel.FromPretrained(InteropFixtures.Path("clip_bin")))
+        {
+            model.SaveTo(folder.Path);
+        }
+
+        using var reference = ClipVisionModel.FromPretrained(ClipFixture("quick_gelu"));
+        using var upscaled = WeightEnsembling.Upscaling.ModelUpscaler.ForFolder(folder.Path)
+            .WithExpertFolders(folder.Path, ClipFixture("quick_gelu")).Build();
+        Assert.That(upscaled.Modules, Has.Count.EqualTo(reference.Config.NumHiddenLayers));
+    }
 }
