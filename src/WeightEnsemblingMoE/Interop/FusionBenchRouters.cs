@@ -319,12 +319,15 @@ public static class FusionBenchRouters
         message.Append($"The file has routers for {file.Count} module(s) (layers), the target {target.Count}.");
         if (missing.Count > 0)
         {
-            message.Append($" No router in the file for: {string.Join(", ", missing.Select(m => $"'{prefix}{m}{GateMarker}*'"))}.");
+            message.Append($" No router in the file for: {List(missing.Select(m => $"'{prefix}{m}{GateMarker}*'"))}.");
         }
 
         if (unexpected.Count > 0)
         {
-            message.Append($" Routers the target does not have: {string.Join(", ", unexpected.Select(m => m.Contains(GateMarker, StringComparison.Ordinal) ? $"'{m}'" : $"'{m}{GateMarker}*'"))}.");
+            var modules = unexpected
+                .Select(m => m.Contains(GateMarker, StringComparison.Ordinal) ? m[..m.LastIndexOf(GateMarker, StringComparison.Ordinal)] : m)
+                .Distinct(StringComparer.Ordinal);
+            message.Append($" Routers the target does not have: {List(modules.Select(m => $"'{m}{GateMarker}*'"))}.");
         }
 
         throw new InvalidDataException(message.ToString());
@@ -408,6 +411,12 @@ public static class FusionBenchRouters
     // The tensor whose first dimension is the task count T.
     private static string TaskCountKey(HashSet<string> parameters) =>
         parameters.Contains("weight") ? "weight" : parameters.Contains("fc.weight") ? "fc.weight" : "fc2.weight";
+
+    private static string List(IEnumerable<string> items)
+    {
+        var list = items.ToList();
+        return string.Join(", ", list.Take(8)) + (list.Count > 8 ? $" and {list.Count - 8} more" : "");
+    }
 
     private static string Sample(IEnumerable<string> keys)
     {

@@ -296,10 +296,10 @@ public static class TorchCheckpointReader
         catch (Exception e) when (e is not TorchCheckpointFormatException and not OutOfMemoryException)
         {
             throw new TorchCheckpointFormatException(file, null,
-                $"TorchSharp.PyBridge could not unpickle it: {e.Message} PyBridge rebuilds only tensors that are contiguous and "
-                + "start at the first element of their storage; a file saved from views (a transposed or sliced tensor, or one "
-                + "sharing a storage) must be re-saved in Python: "
-                + "torch.save({k: v.clone(memory_format=torch.contiguous_format) for k, v in state_dict.items()}, path).", e);
+                $"TorchSharp.PyBridge could not unpickle it: {e.Message} (PyBridge rebuilds only tensors that are contiguous and "
+                + "start at the first element of their storage; a file saved from views, such as a transposed or sliced tensor or "
+                + "one sharing a storage, must be re-saved in Python: "
+                + "torch.save({k: v.clone(memory_format=torch.contiguous_format) for k, v in state_dict.items()}, path)).", e);
         }
 
         return loaded as Hashtable ?? throw new TorchCheckpointFormatException(file, null, "its top-level object is not a dictionary.");
