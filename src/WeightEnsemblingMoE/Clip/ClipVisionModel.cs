@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using WeightEnsembling.Interop;
 using WeightEnsembling.SafeTensors;
 using static TorchSharp.torch;
 
@@ -76,7 +77,8 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
 
     /// <summary>
     /// Loads a Hugging Face model folder: <c>config.json</c> plus <c>model.safetensors</c> or a sharded
-    /// <c>model.safetensors.index.json</c>. Accepts a <c>CLIPVisionModel</c>, a <c>CLIPVisionModelWithProjection</c> and a
+    /// <c>model.safetensors.index.json</c>, or, when neither is present, <c>pytorch_model.bin</c> or a sharded
+    /// <c>pytorch_model.bin.index.json</c> (read by <see cref="TorchCheckpointReader"/>: plain tensor data only). Accepts a <c>CLIPVisionModel</c>, a <c>CLIPVisionModelWithProjection</c> and a
     /// full <c>CLIPModel</c> checkpoint: <c>vision_model.*</c> and <c>visual_projection.*</c> are loaded (the projection
     /// exists exactly when the checkpoint has <c>visual_projection.weight</c>); <c>text_model.*</c>,
     /// <c>text_projection.*</c>, <c>logit_scale</c> and a persisted <c>position_ids</c> are skipped. Weights of another
@@ -87,6 +89,7 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">The config, the weights or a shard are missing.</exception>
     /// <exception cref="SafeTensorsFormatException">A weights file or the index is corrupt.</exception>
+    /// <exception cref="TorchCheckpointFormatException">A <c>pytorch_model.bin</c> file is corrupt, legacy, or holds more than tensor data.</exception>
     /// <exception cref="InvalidDataException">A tensor is missing, unexpected, of the wrong shape or not finite; the message names the tensor and the file.</exception>
     public static ClipVisionModel FromPretrained(string folder)
     {
@@ -97,11 +100,35 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
         }
 
         var config = ClipVisionConfig.FromFile(Path.Combine(folder, ConfigFileName));
+        if (!File.Exists(Path.Combine(folder, SafeTensorsWriter.SingleFileName))
+            && !File.Exists(Path.Combine(folder, SafeTensorsWriter.IndexFileName))
+            && TorchCheckpointReader.HasPyTorchWeights(folder))
+        {
+            var (tensors, source) = TorchCheckpointReader.ReadPyTorchFolder(folder);
+            try
+            {
+                return Create(config, tensors.ContainsKey("visual_projection.weight"), tensors.Keys, name => tensors[name], source);
+            }
+            finally
+            {
+                foreach (var tensor in tensors.Values)
+                {
+                    tensor.Dispose();
+                }
+            }
+        }
+
         using var checkpoint = SafeTensorsCheckpoint.Open(folder);
-        var model = new ClipVisionModel(config, checkpoint.Contains("visual_projection.weight"));
+        string shards = checkpoint.ShardPaths.Count == 1 ? checkpoint.ShardPaths[0] : Path.GetFullPath(folder);
+        return Create(config, checkpoint.Contains("visual_projection.weight"), checkpoint.Names, checkpoint.Load, shards);
+    }
+
+    private static ClipVisionModel Create(ClipVisionConfig config, bool withProjection, IEnumerable<string> names, Func<string, Tensor> load, string source)
+    {
+        var model = new ClipVisionModel(config, withProjection);
         try
         {
-            model.LoadFrom(checkpoint, folder);
+            model.LoadFrom(names, load, source);
             return model;
         }
         catch
@@ -144,14 +171,13 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
         || name == "logit_scale"
         || name == "vision_model.embeddings.position_ids";
 
-    private void LoadFrom(SafeTensorsCheckpoint checkpoint, string folder)
+    private void LoadFrom(IEnumerable<string> names, Func<string, Tensor> load, string source)
     {
-        string source = checkpoint.ShardPaths.Count == 1 ? checkpoint.ShardPaths[0] : Path.GetFullPath(folder);
         using var scope = torch.NewDisposeScope();
         var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (string name in checkpoint.Names.Where(n => !IsSkipped(n)))
+        foreach (string name in names.Where(n => !IsSkipped(n)))
         {
-            var tensor = checkpoint.Load(name);
+            var tensor = load(name);
             tensors.Add(name, tensor);
             if (!tensor.is_floating_point())
             {

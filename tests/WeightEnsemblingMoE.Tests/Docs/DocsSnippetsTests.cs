@@ -16,9 +16,13 @@ public sealed partial class DocsSnippetsTests
         var regions = Regions();
         var quotes = Quotes().ToList();
         Assert.That(quotes, Is.Not.Empty);
-        foreach (var (page, name, code) in quotes)
+        var usings = RegionUsings();
+        foreach (var (page, name, quote) in quotes)
         {
             Assert.That(regions.ContainsKey(name), Is.True, $"{page} quotes snippet '{name}', which no #region in samples/DocsSnippets defines.");
+            // A quote may open with using directives (then a blank line): each must be one of the region's file.
+            var (quotedUsings, code) = SplitUsings(quote);
+            Assert.That(usings[name], Is.SupersetOf(quotedUsings), $"{page}: snippet '{name}' quotes a using its file does not have.");
             Assert.That(code, Is.EqualTo(regions[name]), $"{page}: snippet '{name}' differs from samples/DocsSnippets.");
         }
     }
@@ -87,6 +91,29 @@ public sealed partial class DocsSnippetsTests
         return regions;
     }
 
+    private static Dictionary<string, HashSet<string>> RegionUsings()
+    {
+        var usings = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
+        foreach (var file in Directory.GetFiles(Path.Combine(Root, "samples", "DocsSnippets"), "*.cs"))
+        {
+            string text = File.ReadAllText(file).ReplaceLineEndings("\n");
+            var directives = text.Split('\n').Where(l => UsingDirective().IsMatch(l)).ToHashSet(StringComparer.Ordinal);
+            foreach (Match match in RegionPattern().Matches(text))
+            {
+                usings.Add(match.Groups["name"].Value, directives);
+            }
+        }
+
+        return usings;
+    }
+
+    private static (List<string> Usings, string Code) SplitUsings(string quote)
+    {
+        var lines = quote.Split('\n');
+        var usings = lines.TakeWhile(l => UsingDirective().IsMatch(l)).ToList();
+        return usings.Count == 0 ? (usings, quote) : (usings, Dedent(string.Join("\n", lines.Skip(usings.Count))));
+    }
+
     private static IEnumerable<(string Page, string Name, string Code)> Quotes()
     {
         foreach (var page in Directory.GetFiles(Path.Combine(Root, "docs"), "*.md", SearchOption.AllDirectories))
@@ -123,4 +150,7 @@ public sealed partial class DocsSnippetsTests
 
     [GeneratedRegex(@"<!-- snippet: (?<name>\w+) -->\n```csharp\n(?<code>.*?)^```", RegexOptions.Multiline | RegexOptions.Singleline)]
     private static partial Regex QuotePattern();
+
+    [GeneratedRegex(@"^using (static )?[A-Za-z_][\w.]*;$")]
+    private static partial Regex UsingDirective();
 }
