@@ -211,6 +211,24 @@ public sealed class ClipModelTests
     }
 
     [Test]
+    public void To_Float64_KeepsTheKeysAndTheSharedTowers()
+    {
+        using var model = new ClipModel(TinyConfig());
+        var keys = model.state_dict().Keys.ToList();
+
+        model.to(ScalarType.Float64);
+
+        Assert.That(model.state_dict().Keys, Is.EqualTo(keys));
+        Assert.That(model.state_dict().Values.Select(t => t.dtype), Has.All.EqualTo(ScalarType.Float64));
+        Assert.That(model.LogitScale.dtype, Is.EqualTo(ScalarType.Float64));
+        Assert.That(model.VisionModel.VisualProjection!.weight!.dtype, Is.EqualTo(ScalarType.Float64));
+        using var pixels = torch.randn(1, 3, 8, 8, ScalarType.Float64);
+        using var ids = torch.tensor(new long[] { 48, 5, 49 }).view(1, 3);
+        using var output = model.forward(ids, pixels);
+        Assert.That(output.LogitsPerImage.dtype, Is.EqualTo(ScalarType.Float64));
+    }
+
+    [Test]
     public void Constructor_LogitScale_StartsAtInitValue()
     {
         using var model = new ClipModel(TinyConfig());
