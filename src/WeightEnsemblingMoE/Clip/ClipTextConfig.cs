@@ -99,8 +99,8 @@ public sealed record ClipTextConfig
     /// <param name="json">The JSON text.</param>
     /// <returns>The validated configuration.</returns>
     /// <exception cref="FormatException">
-    /// The text is not a JSON object, a key has the wrong type, or a full CLIP config (one with <c>vision_config</c>) has no
-    /// <c>text_config</c>.
+    /// The text is not a JSON object, a key has the wrong type, a full CLIP config (one with <c>vision_config</c>) has no
+    /// <c>text_config</c>, or the config is a vision tower's (<c>model_type</c> <c>clip_vision_model</c>).
     /// </exception>
     /// <exception cref="ArgumentException">A value is out of range; the message names the key.</exception>
     public static ClipTextConfig FromJson(string json) => Parse(ClipConfigJson.ParseObject(json), out _);
@@ -168,6 +168,12 @@ public sealed record ClipTextConfig
             if (ClipConfigJson.Has(top, "vision_config"))
             {
                 throw new FormatException("The CLIP config has a 'vision_config' but no 'text_config'; a full CLIPModel config needs both.");
+            }
+
+            if (top.TryGetPropertyValue("model_type", out var type) && type is JsonValue value
+                && value.TryGetValue(out string? name) && name == "clip_vision_model")
+            {
+                throw new FormatException("The CLIP config is a vision tower's (model_type 'clip_vision_model'); a text config or a full CLIPModel config with 'text_config' is needed.");
             }
 
             text = top;

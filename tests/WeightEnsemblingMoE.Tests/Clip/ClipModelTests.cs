@@ -458,6 +458,14 @@ public sealed class ClipModelTests
     }
 
     [Test]
+    public void TextModelFromPretrained_VisionOnlyFolder_ThrowsSayingSo()
+    {
+        var e = Assert.Throws<FormatException>(() => ClipTextModel.FromPretrained(Fixture("quick_gelu")));
+
+        Assert.That(e!.Message, Does.Contain("clip_vision_model").And.Contain("config.json"));
+    }
+
+    [Test]
     public void ClipTextConfig_NonPositiveField_ThrowsNamingIt()
     {
         var e = Assert.Throws<ArgumentException>(() => ClipTextConfig.FromJson("""{"max_position_embeddings": 0}"""));
