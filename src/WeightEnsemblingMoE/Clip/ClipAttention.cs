@@ -7,8 +7,9 @@ namespace WeightEnsembling.Clip;
 
 /// <summary>
 /// The multi-head self-attention of a CLIP encoder layer (HF <c>CLIPAttention</c>): <c>q_proj</c>, <c>k_proj</c>,
-/// <c>v_proj</c> and <c>out_proj</c> (all with biases), scaled dot-product attention with scale head_dim^-0.5, no mask,
-/// softmax in the input dtype.
+/// <c>v_proj</c> and <c>out_proj</c> (all with biases), scaled dot-product attention with scale head_dim^-0.5 and softmax
+/// in the input dtype. The vision tower runs it without a mask; the text tower passes an additive mask (causal, plus
+/// padding) that is added to the scaled scores before the softmax, as HF's eager attention does.
 /// </summary>
 public sealed class ClipAttention : nn.Module<Tensor, Tensor>, IMergeableModule
 {
@@ -59,8 +60,24 @@ public sealed class ClipAttention : nn.Module<Tensor, Tensor>, IMergeableModule
     /// <returns>Shape [B, N, D].</returns>
     public override Tensor forward(Tensor input) => Forward(input, OwnLinear);
 
+    /// <summary>Applies self-attention with the block's own projections and an additive attention mask.</summary>
+    /// <param name="input">Tokens, shape [B, N, D].</param>
+    /// <param name="attentionMask">
+    /// An additive mask broadcastable to the scores [B, heads, N, N] (typically [B, 1, N, N]: 0 where a query may attend a
+    /// key, a very negative value where it may not), or null for no mask.
+    /// </param>
+    /// <returns>Shape [B, N, D].</returns>
+    public Tensor forward(Tensor input, Tensor? attentionMask) => Forward(input, attentionMask, OwnLinear);
+
     /// <inheritdoc/>
-    public Tensor Forward(Tensor input, LinearLayerFunction linear)
+    public Tensor Forward(Tensor input, LinearLayerFunction linear) => Forward(input, null, linear);
+
+    /// <summary>Runs the attention with an additive mask, computing every linear layer through <paramref name="linear"/>.</summary>
+    /// <param name="input">Tokens, shape [B, N, D].</param>
+    /// <param name="attentionMask">An additive mask broadcastable to [B, heads, N, N], or null for no mask.</param>
+    /// <param name="linear">Computes the linear layer with the given name on the given input.</param>
+    /// <returns>Shape [B, N, D].</returns>
+    public Tensor Forward(Tensor input, Tensor? attentionMask, LinearLayerFunction linear)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(linear);
@@ -77,6 +94,11 @@ public sealed class ClipAttention : nn.Module<Tensor, Tensor>, IMergeableModule
         var key = Heads(linear("k_proj", input));
         var value = Heads(linear("v_proj", input));
         var scores = torch.matmul(query, key.transpose(-1, -2)) * Math.Pow(HeadDim, -0.5); // [B, H, N, N]
+        if (attentionMask is not null)
+        {
+            scores = scores + attentionMask;
+        }
+
         var weights = scores.softmax(-1);
         var context = torch.matmul(weights, value).transpose(1, 2).reshape(batch, tokens, HiddenSize);
         var result = linear("out_proj", context);

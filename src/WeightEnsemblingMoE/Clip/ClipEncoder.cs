@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace WeightEnsembling.Clip;
 
-/// <summary>The stack of encoder layers of a CLIP vision tower (HF <c>CLIPEncoder</c>; state-dict key <c>layers.{i}</c>).</summary>
+/// <summary>The stack of encoder layers of a CLIP vision or text tower (HF <c>CLIPEncoder</c>; state-dict key <c>layers.{i}</c>).</summary>
 public sealed class ClipEncoder : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
@@ -13,16 +13,19 @@ public sealed class ClipEncoder : nn.Module<Tensor, Tensor>
 
     /// <summary>Creates <c>num_hidden_layers</c> encoder layers with randomly initialised parameters.</summary>
     /// <param name="config">The architecture.</param>
-    public ClipEncoder(ClipVisionConfig config) : base(nameof(ClipEncoder))
+    public ClipEncoder(ClipVisionConfig config) : this(CreateLayers(config, c => c.Validate().NumHiddenLayers, c => new ClipEncoderLayer(c)))
     {
-        ArgumentNullException.ThrowIfNull(config);
-        config.Validate();
-        layers = new ModuleList<ClipEncoderLayer>();
-        for (int i = 0; i < config.NumHiddenLayers; i++)
-        {
-            layers.Add(new ClipEncoderLayer(config));
-        }
+    }
 
+    /// <summary>Creates the <c>num_hidden_layers</c> encoder layers of a text tower with randomly initialised parameters.</summary>
+    /// <param name="config">The architecture.</param>
+    public ClipEncoder(ClipTextConfig config) : this(CreateLayers(config, c => c.Validate().NumHiddenLayers, c => new ClipEncoderLayer(c)))
+    {
+    }
+
+    private ClipEncoder(ModuleList<ClipEncoderLayer> layers) : base(nameof(ClipEncoder))
+    {
+        this.layers = layers;
         RegisterComponents();
     }
 
@@ -43,5 +46,41 @@ public sealed class ClipEncoder : nn.Module<Tensor, Tensor>
         }
 
         return hidden.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Applies every layer in turn with an additive attention mask (see <see cref="ClipEncoderLayer.forward(Tensor, Tensor?)"/>).</summary>
+    /// <param name="input">Tokens, shape [B, N, D].</param>
+    /// <param name="attentionMask">An additive mask broadcastable to [B, heads, N, N], or null for none.</param>
+    /// <returns>Shape [B, N, D].</returns>
+    public Tensor forward(Tensor input, Tensor? attentionMask)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        if (attentionMask is null)
+        {
+            return forward(input);
+        }
+
+        using var scope = torch.NewDisposeScope();
+        var hidden = layers[0].forward(input, attentionMask);
+        for (int i = 1; i < layers.Count; i++)
+        {
+            hidden = layers[i].forward(hidden, attentionMask);
+        }
+
+        return hidden.MoveToOuterDisposeScope();
+    }
+
+    private static ModuleList<ClipEncoderLayer> CreateLayers<T>(T config, Func<T, int> count, Func<T, ClipEncoderLayer> create)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        int n = count(config);
+        var result = new ModuleList<ClipEncoderLayer>();
+        for (int i = 0; i < n; i++)
+        {
+            result.Add(create(config));
+        }
+
+        return result;
     }
 }

@@ -1,5 +1,3 @@
-using System.Globalization;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 
 namespace WeightEnsembling.Clip;
@@ -55,14 +53,14 @@ public sealed record ClipVisionConfig
     /// <exception cref="ArgumentException">A value is out of range or inconsistent with another.</exception>
     public ClipVisionConfig Validate()
     {
-        RequirePositive(HiddenSize, "hidden_size");
-        RequirePositive(IntermediateSize, "intermediate_size");
-        RequirePositive(NumHiddenLayers, "num_hidden_layers");
-        RequirePositive(NumAttentionHeads, "num_attention_heads");
-        RequirePositive(ImageSize, "image_size");
-        RequirePositive(PatchSize, "patch_size");
-        RequirePositive(NumChannels, "num_channels");
-        RequirePositive(ProjectionDim, "projection_dim");
+        ClipConfigJson.RequirePositive(HiddenSize, "hidden_size");
+        ClipConfigJson.RequirePositive(IntermediateSize, "intermediate_size");
+        ClipConfigJson.RequirePositive(NumHiddenLayers, "num_hidden_layers");
+        ClipConfigJson.RequirePositive(NumAttentionHeads, "num_attention_heads");
+        ClipConfigJson.RequirePositive(ImageSize, "image_size");
+        ClipConfigJson.RequirePositive(PatchSize, "patch_size");
+        ClipConfigJson.RequirePositive(NumChannels, "num_channels");
+        ClipConfigJson.RequirePositive(ProjectionDim, "projection_dim");
         if (HiddenSize % NumAttentionHeads != 0)
         {
             throw new ArgumentException(
@@ -74,16 +72,8 @@ public sealed record ClipVisionConfig
             throw new ArgumentException($"image_size ({ImageSize}) is not divisible by patch_size ({PatchSize}).", "image_size");
         }
 
-        if (!Enum.IsDefined(HiddenAct))
-        {
-            throw new ArgumentException($"hidden_act has the unknown value {(int)HiddenAct}.", "hidden_act");
-        }
-
-        if (!double.IsFinite(LayerNormEps) || LayerNormEps <= 0)
-        {
-            throw new ArgumentException($"layer_norm_eps must be a positive finite number, got {LayerNormEps}.", "layer_norm_eps");
-        }
-
+        ClipConfigJson.RequireActivation(HiddenAct, "hidden_act");
+        ClipConfigJson.RequireEps(LayerNormEps, "layer_norm_eps");
         return this;
     }
 
@@ -98,46 +88,32 @@ public sealed record ClipVisionConfig
     /// <exception cref="ArgumentException">A value is out of range.</exception>
     public static ClipVisionConfig FromJson(string json)
     {
-        ArgumentNullException.ThrowIfNull(json);
-        JsonNode? root;
-        try
-        {
-            root = JsonNode.Parse(json);
-        }
-        catch (JsonException e)
-        {
-            throw new FormatException($"The CLIP config is not valid JSON: {e.Message}", e);
-        }
+        var top = ClipConfigJson.ParseObject(json);
+        var vision = ClipConfigJson.Nested(top, "vision_config") ?? top;
+        return Parse(vision, ReferenceEquals(vision, top) ? null : top);
+    }
 
-        if (root is not JsonObject top)
-        {
-            throw new FormatException("The CLIP config must be a JSON object.");
-        }
-
-        JsonObject vision = top;
-        if (top.TryGetPropertyValue("vision_config", out var nested))
-        {
-            vision = nested as JsonObject ?? throw new FormatException("The CLIP config key 'vision_config' must be a JSON object.");
-        }
-
+    /// <summary>Parses the vision keys of <paramref name="vision"/>; a full CLIP config's top-level <c>projection_dim</c> wins.</summary>
+    internal static ClipVisionConfig Parse(JsonObject vision, JsonObject? top)
+    {
         var defaults = new ClipVisionConfig();
-        int projectionDim = ReadInt(vision, "projection_dim", defaults.ProjectionDim);
-        if (!ReferenceEquals(vision, top))
+        int projectionDim = ClipConfigJson.ReadInt(vision, "projection_dim", defaults.ProjectionDim);
+        if (top is not null)
         {
-            projectionDim = ReadInt(top, "projection_dim", projectionDim);
+            projectionDim = ClipConfigJson.ReadInt(top, "projection_dim", projectionDim);
         }
 
         var config = new ClipVisionConfig
         {
-            HiddenSize = ReadInt(vision, "hidden_size", defaults.HiddenSize),
-            IntermediateSize = ReadInt(vision, "intermediate_size", defaults.IntermediateSize),
-            NumHiddenLayers = ReadInt(vision, "num_hidden_layers", defaults.NumHiddenLayers),
-            NumAttentionHeads = ReadInt(vision, "num_attention_heads", defaults.NumAttentionHeads),
-            ImageSize = ReadInt(vision, "image_size", defaults.ImageSize),
-            PatchSize = ReadInt(vision, "patch_size", defaults.PatchSize),
-            NumChannels = ReadInt(vision, "num_channels", defaults.NumChannels),
-            HiddenAct = ReadActivation(vision, defaults.HiddenAct),
-            LayerNormEps = ReadDouble(vision, "layer_norm_eps", defaults.LayerNormEps),
+            HiddenSize = ClipConfigJson.ReadInt(vision, "hidden_size", defaults.HiddenSize),
+            IntermediateSize = ClipConfigJson.ReadInt(vision, "intermediate_size", defaults.IntermediateSize),
+            NumHiddenLayers = ClipConfigJson.ReadInt(vision, "num_hidden_layers", defaults.NumHiddenLayers),
+            NumAttentionHeads = ClipConfigJson.ReadInt(vision, "num_attention_heads", defaults.NumAttentionHeads),
+            ImageSize = ClipConfigJson.ReadInt(vision, "image_size", defaults.ImageSize),
+            PatchSize = ClipConfigJson.ReadInt(vision, "patch_size", defaults.PatchSize),
+            NumChannels = ClipConfigJson.ReadInt(vision, "num_channels", defaults.NumChannels),
+            HiddenAct = ClipConfigJson.ReadActivation(vision, defaults.HiddenAct),
+            LayerNormEps = ClipConfigJson.ReadDouble(vision, "layer_norm_eps", defaults.LayerNormEps),
             ProjectionDim = projectionDim,
         };
         return config.Validate();
@@ -148,27 +124,7 @@ public sealed record ClipVisionConfig
     /// <returns>The validated configuration.</returns>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="FormatException">The file is not a valid CLIP config; the message names the file.</exception>
-    public static ClipVisionConfig FromFile(string path)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(path);
-        if (!File.Exists(path))
-        {
-            throw new FileNotFoundException($"The CLIP config file '{path}' does not exist.", path);
-        }
-
-        try
-        {
-            return FromJson(File.ReadAllText(path));
-        }
-        catch (FormatException e)
-        {
-            throw new FormatException($"{path}: {e.Message}", e);
-        }
-        catch (ArgumentException e)
-        {
-            throw new ArgumentException($"{path}: {e.Message}", e.ParamName, e);
-        }
-    }
+    public static ClipVisionConfig FromFile(string path) => ClipConfigJson.FromFile(path, FromJson);
 
     /// <summary>
     /// Writes an HF-compatible <c>config.json</c> of a <c>CLIPVisionModel</c> (or <c>CLIPVisionModelWithProjection</c>).
@@ -177,10 +133,24 @@ public sealed record ClipVisionConfig
     /// <returns>The indented JSON text.</returns>
     public string ToJson(bool withProjection = false)
     {
-        Validate();
         var json = new JsonObject
         {
             ["architectures"] = new JsonArray(withProjection ? "CLIPVisionModelWithProjection" : "CLIPVisionModel"),
+        };
+        foreach (var (key, value) in ToJsonObject())
+        {
+            json[key] = value?.DeepClone();
+        }
+
+        return json.ToJsonString(ClipConfigJson.WriteOptions);
+    }
+
+    /// <summary>The vision keys as written in a flat config or under a full config's <c>vision_config</c>.</summary>
+    internal JsonObject ToJsonObject()
+    {
+        Validate();
+        return new JsonObject
+        {
             ["model_type"] = "clip_vision_model",
             ["hidden_size"] = HiddenSize,
             ["intermediate_size"] = IntermediateSize,
@@ -189,93 +159,11 @@ public sealed record ClipVisionConfig
             ["image_size"] = ImageSize,
             ["patch_size"] = PatchSize,
             ["num_channels"] = NumChannels,
-            ["hidden_act"] = ActivationName(HiddenAct),
+            ["hidden_act"] = ClipConfigJson.ActivationName(HiddenAct),
             ["layer_norm_eps"] = LayerNormEps,
             ["projection_dim"] = ProjectionDim,
             ["attention_dropout"] = 0.0,
             ["torch_dtype"] = "float32",
-        };
-        return json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
-    }
-
-    /// <summary>The HF name of an activation (<c>quick_gelu</c> or <c>gelu</c>).</summary>
-    internal static string ActivationName(ClipActivation activation) => activation switch
-    {
-        ClipActivation.QuickGelu => "quick_gelu",
-        ClipActivation.Gelu => "gelu",
-        _ => throw new ArgumentOutOfRangeException(nameof(activation), activation, "Unknown CLIP activation."),
-    };
-
-    private static void RequirePositive(int value, string key)
-    {
-        if (value <= 0)
-        {
-            throw new ArgumentException($"{key} must be positive, got {value}.", key);
-        }
-    }
-
-    private static JsonValue? Value(JsonObject json, string key)
-    {
-        if (!json.TryGetPropertyValue(key, out var node) || node is null)
-        {
-            return null;
-        }
-
-        return node as JsonValue ?? throw new FormatException($"The CLIP config key '{key}' must be a scalar, got {node.ToJsonString()}.");
-    }
-
-    private static int ReadInt(JsonObject json, string key, int fallback)
-    {
-        var value = Value(json, key);
-        if (value is null)
-        {
-            return fallback;
-        }
-
-        if (value.GetValueKind() == JsonValueKind.Number && value.TryGetValue(out int result))
-        {
-            return result;
-        }
-
-        throw new FormatException($"The CLIP config key '{key}' must be an integer, got {value.ToJsonString()}.");
-    }
-
-    private static double ReadDouble(JsonObject json, string key, double fallback)
-    {
-        var value = Value(json, key);
-        if (value is null)
-        {
-            return fallback;
-        }
-
-        if (value.GetValueKind() == JsonValueKind.Number && value.TryGetValue(out double result))
-        {
-            return result;
-        }
-
-        throw new FormatException($"The CLIP config key '{key}' must be a number, got {value.ToJsonString()}.");
-    }
-
-    private static ClipActivation ReadActivation(JsonObject json, ClipActivation fallback)
-    {
-        var value = Value(json, "hidden_act");
-        if (value is null)
-        {
-            return fallback;
-        }
-
-        if (value.GetValueKind() != JsonValueKind.String)
-        {
-            throw new FormatException($"The CLIP config key 'hidden_act' must be a string, got {value.ToJsonString()}.");
-        }
-
-        string name = value.GetValue<string>();
-        return name switch
-        {
-            "quick_gelu" => ClipActivation.QuickGelu,
-            "gelu" => ClipActivation.Gelu,
-            _ => throw new ArgumentException(
-                string.Create(CultureInfo.InvariantCulture, $"hidden_act '{name}' is not supported; use 'quick_gelu' or 'gelu'."), "hidden_act"),
         };
     }
 }

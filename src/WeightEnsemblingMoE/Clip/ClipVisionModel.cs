@@ -30,6 +30,15 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
         RegisterComponents();
     }
 
+    /// <summary>A model over existing modules (shared with a <see cref="ClipModel"/>, which owns them).</summary>
+    internal ClipVisionModel(ClipVisionConfig config, ClipVisionTransformer visionModel, Linear visualProjection) : base(nameof(ClipVisionModel))
+    {
+        Config = config;
+        vision_model = visionModel;
+        visual_projection = visualProjection;
+        RegisterComponents();
+    }
+
     /// <summary>The architecture.</summary>
     public ClipVisionConfig Config { get; }
 
@@ -93,13 +102,8 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
     /// <exception cref="InvalidDataException">A tensor is missing, unexpected, of the wrong shape or not finite; the message names the tensor and the file.</exception>
     public static ClipVisionModel FromPretrained(string folder)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
-        if (!Directory.Exists(folder))
-        {
-            throw new DirectoryNotFoundException($"The model folder '{folder}' does not exist.");
-        }
-
-        var config = ClipVisionConfig.FromFile(Path.Combine(folder, ConfigFileName));
+        ClipCheckpointIO.RequireFolder(folder);
+        var config = ClipVisionConfig.FromFile(Path.Combine(folder, ClipCheckpointIO.ConfigFileName));
         if (!File.Exists(Path.Combine(folder, SafeTensorsWriter.SingleFileName))
             && !File.Exists(Path.Combine(folder, SafeTensorsWriter.IndexFileName))
             && TorchCheckpointReader.HasPyTorchWeights(folder))
@@ -128,7 +132,7 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
         var model = new ClipVisionModel(config, withProjection);
         try
         {
-            model.LoadFrom(names, load, source);
+            ClipCheckpointIO.LoadInto(model, names, load, source, IsSkipped, "CLIP vision model", hint: null);
             return model;
         }
         catch
@@ -146,78 +150,12 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
     public void SaveTo(string folder)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
-        Directory.CreateDirectory(folder);
-        var tensors = state_dict();
-        foreach (var (name, tensor) in tensors)
-        {
-            if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
-            {
-                throw new InvalidOperationException($"Refusing to save: tensor '{name}' has NaN or infinite values.");
-            }
-        }
-
-        SafeTensorsWriter.Save(
-            Path.Combine(folder, SafeTensorsWriter.SingleFileName),
-            tensors,
-            new Dictionary<string, string> { ["format"] = "pt" });
-        WriteAtomically(Path.Combine(folder, ConfigFileName), Config.ToJson(HasProjection));
+        ClipCheckpointIO.Save(this, folder, Config.ToJson(HasProjection));
     }
-
-    private const string ConfigFileName = "config.json";
 
     private static bool IsSkipped(string name) =>
         name.StartsWith("text_model.", StringComparison.Ordinal)
         || name.StartsWith("text_projection.", StringComparison.Ordinal)
         || name == "logit_scale"
         || name == "vision_model.embeddings.position_ids";
-
-    private void LoadFrom(IEnumerable<string> names, Func<string, Tensor> load, string source)
-    {
-        using var scope = torch.NewDisposeScope();
-        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (string name in names.Where(n => !IsSkipped(n)))
-        {
-            var tensor = load(name);
-            tensors.Add(name, tensor);
-            if (!tensor.is_floating_point())
-            {
-                throw new InvalidDataException($"Tensor '{name}' in '{source}' has dtype {tensor.dtype}; a floating dtype is expected.");
-            }
-
-            if (!tensor.isfinite().all().item<bool>())
-            {
-                throw new InvalidDataException($"Tensor '{name}' in '{source}' has NaN or infinite values.");
-            }
-        }
-
-        try
-        {
-            StateDict.LoadInto(this, tensors, strict: true);
-        }
-        catch (StateDictLoadException e)
-        {
-            throw new InvalidDataException(
-                $"The checkpoint '{source}' does not match the CLIP vision model of its config.json:{Environment.NewLine}"
-                + e.Report.DescribeProblems(),
-                e);
-        }
-    }
-
-    private static void WriteAtomically(string path, string text)
-    {
-        string full = Path.GetFullPath(path);
-        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllText(temp, text);
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp))
-            {
-                File.Delete(temp);
-            }
-        }
-    }
 }

@@ -1,6 +1,8 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
+using WeightEnsembling.Clip;
+using WeightEnsembling.Text;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Tasks;
@@ -83,6 +85,170 @@ public sealed class ZeroShotClassificationHead : TaskHead
         var normalised = features / features.norm(1, true);
         var logits = _logitScale.exp() * normalised.matmul(_textEmbeds.t());
         return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Builds CLIP's zero-shot head from class names as FusionBench's <c>setup_zero_shot_classification_head</c> does
+    /// (<c>HFCLIPClassifier.set_classification_task</c>): for each class, every template is filled with the class name,
+    /// tokenised and encoded by the text tower (<c>text_embeds</c>: the pooled output after <c>text_projection</c>);
+    /// each embedding is normalised to unit length, the class's embeddings are averaged over the templates and the mean
+    /// is normalised again. The head's <c>logit_scale</c> is the model's (the logarithm, as CLIP stores it). Texts are
+    /// padded to the tokenizer's context length with an attention mask; since the text tower is causal, this gives the
+    /// same embeddings as FusionBench's padding to the longest prompt.
+    /// </summary>
+    /// <param name="clip">The CLIP model (its text tower, <c>text_projection</c> and <c>logit_scale</c> are used).</param>
+    /// <param name="tokenizer">The model's tokenizer.</param>
+    /// <param name="classNames">The class names, in class order (they become the head's <see cref="TaskHead.ClassNames"/>).</param>
+    /// <param name="templates">The prompt templates, each with exactly one <c>{}</c> where the class name goes (Python's <c>str.format</c> placeholder).</param>
+    /// <param name="batchSize">The most prompts encoded at once. The default value is 64.</param>
+    /// <returns>The frozen head, float32, with one row per class.</returns>
+    /// <exception cref="ArgumentException">
+    /// A list is empty, a class name is null or empty, a template lacks its single <c>{}</c>, or the tokenizer does not
+    /// fit the model (context length above <c>max_position_embeddings</c>, another <c>eos_token_id</c>).
+    /// </exception>
+    /// <exception cref="InvalidDataException">The tokenizer's vocabulary size differs from the model's <c>vocab_size</c>.</exception>
+    public static ZeroShotClassificationHead FromClassNames(
+        ClipModel clip, ClipTokenizer tokenizer, IReadOnlyList<string> classNames, IReadOnlyList<string> templates, int batchSize = 64)
+    {
+        ArgumentNullException.ThrowIfNull(clip);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentNullException.ThrowIfNull(classNames);
+        ArgumentNullException.ThrowIfNull(templates);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(batchSize);
+        CheckClassNameList(classNames);
+        if (templates.Count == 0)
+        {
+            throw new ArgumentException("templates is empty; give at least one prompt template such as \"a photo of a {}.\".", nameof(templates));
+        }
+
+        foreach (string template in templates)
+        {
+            CheckTemplate(template);
+        }
+
+        var text = clip.Config.TextConfig;
+        tokenizer.CheckAgainst(text.VocabSize);
+        if (tokenizer.ContextLength > text.MaxPositionEmbeddings)
+        {
+            throw new ArgumentException(
+                $"The tokenizer's context length ({tokenizer.ContextLength}) exceeds the text model's max_position_embeddings ({text.MaxPositionEmbeddings}).",
+                nameof(tokenizer));
+        }
+
+        if (!text.UsesLegacyEosPooling && tokenizer.EosTokenId != text.EosTokenId)
+        {
+            throw new ArgumentException(
+                $"The tokenizer's end-of-text id ({tokenizer.EosTokenId}) differs from the text model's eos_token_id ({text.EosTokenId}).",
+                nameof(tokenizer));
+        }
+
+        var prompts = classNames.SelectMany(name => templates.Select(template => template.Replace("{}", name, StringComparison.Ordinal))).ToArray();
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var features = new List<Tensor>();
+        for (int start = 0; start < prompts.Length; start += batchSize)
+        {
+            var batch = prompts.AsSpan(start, Math.Min(batchSize, prompts.Length - start)).ToArray();
+            var ids = tokenizer.EncodeBatch(batch, out var mask);
+            features.Add(clip.GetTextFeatures(ids, mask));
+        }
+
+        return FromTextFeatures(cat(features, 0), classNames.Count, templates.Count, clip.LogitScale, classNames);
+    }
+
+    /// <summary>
+    /// Builds CLIP's zero-shot head from prompts that are already tokenised: as
+    /// <see cref="FromClassNames(ClipModel, ClipTokenizer, IReadOnlyList{string}, IReadOnlyList{string}, int)"/>, with
+    /// the prompts given as token ids, class-major (row <c>c · templateCount + t</c> is template t of class c).
+    /// </summary>
+    /// <param name="clip">The CLIP model (its text tower, <c>text_projection</c> and <c>logit_scale</c> are used).</param>
+    /// <param name="inputIds">Token ids, an integer tensor [classCount · templateCount, N].</param>
+    /// <param name="attentionMask">HF's <c>attention_mask</c> of the same shape (1 = token, 0 = padding), or null.</param>
+    /// <param name="classCount">The number of classes C.</param>
+    /// <param name="templateCount">The number of templates T per class.</param>
+    /// <param name="classNames">The class names, or null.</param>
+    /// <param name="batchSize">The most prompts encoded at once. The default value is 64.</param>
+    /// <returns>The frozen head, float32, with one row per class.</returns>
+    /// <exception cref="ArgumentException">The ids do not have C · T rows, or the ids or the mask are invalid for the model.</exception>
+    public static ZeroShotClassificationHead FromTokenIds(
+        ClipModel clip, Tensor inputIds, Tensor? attentionMask, int classCount, int templateCount, IReadOnlyList<string>? classNames = null, int batchSize = 64)
+    {
+        ArgumentNullException.ThrowIfNull(clip);
+        ArgumentNullException.ThrowIfNull(inputIds);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(classCount);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(templateCount);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(batchSize);
+        if (inputIds.dim() != 2 || inputIds.shape[0] != (long)classCount * templateCount)
+        {
+            throw new ArgumentException(
+                $"inputIds must have shape [classCount * templateCount = {(long)classCount * templateCount}, N], got [{string.Join(", ", inputIds.shape)}].",
+                nameof(inputIds));
+        }
+
+        if (attentionMask is not null && !attentionMask.shape.SequenceEqual(inputIds.shape))
+        {
+            throw new ArgumentException(
+                $"attentionMask must have the shape of inputIds [{string.Join(", ", inputIds.shape)}], got [{string.Join(", ", attentionMask.shape)}].",
+                nameof(attentionMask));
+        }
+
+        if (classNames is not null)
+        {
+            CheckClassNameList(classNames);
+        }
+
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var features = new List<Tensor>();
+        long rows = inputIds.shape[0];
+        for (long start = 0; start < rows; start += batchSize)
+        {
+            long length = Math.Min(batchSize, rows - start);
+            features.Add(clip.GetTextFeatures(inputIds.narrow(0, start, length), attentionMask?.narrow(0, start, length)));
+        }
+
+        return FromTextFeatures(cat(features, 0), classCount, templateCount, clip.LogitScale, classNames);
+    }
+
+    /// <summary>Normalise each prompt's features, average each class's, normalise again; CLIP's logit scale.</summary>
+    private static ZeroShotClassificationHead FromTextFeatures(
+        Tensor features, int classCount, int templateCount, Tensor logitScale, IReadOnlyList<string>? classNames)
+    {
+        var perPrompt = features / features.norm(1, true);
+        var mean = perPrompt.view(classCount, templateCount, -1).mean([1]);
+        var classEmbeddings = mean / mean.norm(1, true);
+        double scale = logitScale.detach().to_type(ScalarType.Float64).item<double>();
+        return new ZeroShotClassificationHead(classEmbeddings, scale, classNames);
+    }
+
+    private static void CheckClassNameList(IReadOnlyList<string> classNames)
+    {
+        if (classNames.Count == 0)
+        {
+            throw new ArgumentException("classNames is empty; a head needs at least one class.", nameof(classNames));
+        }
+
+        for (int i = 0; i < classNames.Count; i++)
+        {
+            if (string.IsNullOrEmpty(classNames[i]))
+            {
+                throw new ArgumentException($"classNames[{i}] is null or empty.", nameof(classNames));
+            }
+        }
+    }
+
+    private static void CheckTemplate(string template)
+    {
+        if (template is null)
+        {
+            throw new ArgumentException("templates holds a null template.", "templates");
+        }
+
+        int first = template.IndexOf("{}", StringComparison.Ordinal);
+        if (first < 0 || template.IndexOf("{}", first + 2, StringComparison.Ordinal) >= 0)
+        {
+            throw new ArgumentException($"The template \"{template}\" must hold exactly one {{}} where the class name goes.", "templates");
+        }
     }
 
     /// <summary>Saves tensors <c>text_embeds</c> and <c>logit_scale</c> (the logarithm) with <see cref="TaskHead.HeadKindKey"/> = <c>zero_shot</c>.</summary>

@@ -1,0 +1,114 @@
+using TorchSharp;
+using WeightEnsembling.SafeTensors;
+using static TorchSharp.torch;
+
+namespace WeightEnsembling.Clip;
+
+/// <summary>Loading CLIP modules from Hugging Face safetensors checkpoints and saving them back (shared by the CLIP models).</summary>
+internal static class ClipCheckpointIO
+{
+    internal const string ConfigFileName = "config.json";
+
+    /// <summary>Checks that <paramref name="folder"/> exists.</summary>
+    internal static void RequireFolder(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        if (!Directory.Exists(folder))
+        {
+            throw new DirectoryNotFoundException($"The model folder '{folder}' does not exist.");
+        }
+    }
+
+    /// <summary>
+    /// Reads every tensor of <paramref name="checkpoint"/> that <paramref name="skip"/> does not reject, checks that each is
+    /// floating point and finite, and copies them into <paramref name="module"/> strictly (every key, every shape).
+    /// </summary>
+    /// <param name="module">The module to fill.</param>
+    /// <param name="checkpoint">The open checkpoint.</param>
+    /// <param name="folder">The model folder (for messages).</param>
+    /// <param name="skip">Which checkpoint keys belong to another part of the model.</param>
+    /// <param name="what">What the module is, for messages (e.g. "CLIP vision model").</param>
+    /// <param name="hint">An extra line for a mismatch message (e.g. the config values that decide the shapes), or null.</param>
+    internal static void LoadInto(nn.Module module, SafeTensorsCheckpoint checkpoint, string folder, Func<string, bool> skip, string what, string? hint) =>
+        LoadInto(module, checkpoint.Names, checkpoint.Load, checkpoint.ShardPaths.Count == 1 ? checkpoint.ShardPaths[0] : Path.GetFullPath(folder), skip, what, hint);
+
+    /// <summary>Loads the tensors <paramref name="names"/> read by <paramref name="load"/> (from <paramref name="source"/>) into <paramref name="module"/>, strictly, after checking each is finite and floating.</summary>
+    internal static void LoadInto(nn.Module module, IEnumerable<string> names, Func<string, Tensor> load, string source, Func<string, bool> skip, string what, string? hint)
+    {
+        using var scope = torch.NewDisposeScope();
+        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (string name in names.Where(n => !skip(n)))
+        {
+            var tensor = load(name);
+            tensors.Add(name, tensor);
+            if (!tensor.is_floating_point())
+            {
+                throw new InvalidDataException($"Tensor '{name}' in '{source}' has dtype {tensor.dtype}; a floating dtype is expected.");
+            }
+
+            if (!tensor.isfinite().all().item<bool>())
+            {
+                throw new InvalidDataException($"Tensor '{name}' in '{source}' has NaN or infinite values.");
+            }
+        }
+
+        try
+        {
+            StateDict.LoadInto(module, tensors, strict: true);
+        }
+        catch (StateDictLoadException e)
+        {
+            string message = $"The checkpoint '{source}' does not match the {what} of its config.json:{Environment.NewLine}"
+                + e.Report.DescribeProblems();
+            if (hint is not null)
+            {
+                message += Environment.NewLine + hint;
+            }
+
+            throw new InvalidDataException(message, e);
+        }
+    }
+
+    /// <summary>
+    /// Saves <paramref name="module"/>'s state dict as <c>model.safetensors</c> and <paramref name="configJson"/> as
+    /// <c>config.json</c> in <paramref name="folder"/>, each written atomically, after checking every tensor is finite.
+    /// </summary>
+    internal static void Save(nn.Module module, string folder, string configJson)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        Directory.CreateDirectory(folder);
+        using var scope = torch.NewDisposeScope();
+        var tensors = module.state_dict();
+        foreach (var (name, tensor) in tensors)
+        {
+            if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
+            {
+                throw new InvalidOperationException($"Refusing to save: tensor '{name}' has NaN or infinite values.");
+            }
+        }
+
+        SafeTensorsWriter.Save(
+            Path.Combine(folder, SafeTensorsWriter.SingleFileName),
+            tensors,
+            new Dictionary<string, string> { ["format"] = "pt" });
+        WriteAtomically(Path.Combine(folder, ConfigFileName), configJson);
+    }
+
+    private static void WriteAtomically(string path, string text)
+    {
+        string full = Path.GetFullPath(path);
+        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            File.WriteAllText(temp, text);
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp))
+            {
+                File.Delete(temp);
+            }
+        }
+    }
+}
