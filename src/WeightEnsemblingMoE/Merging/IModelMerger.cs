@@ -10,24 +10,24 @@ namespace WeightEnsembling.Merging;
 /// </summary>
 public interface IModelMerger
 {
-    /// <summary>Simple averaging, θ = (1/T) Σ_t θ_t (<see cref="ModelMerging.SimpleAverage"/>).</summary>
+    /// <summary>Simple averaging, θ = (1/T) Σ_t θ_t (<see cref="ModelMerging.SimpleAverage(IReadOnlyList{ClipVisionModel})"/>).</summary>
     /// <param name="models">The fine-tuned models, at least one, of one architecture.</param>
     /// <returns>The merged model.</returns>
     ClipVisionModel SimpleAverage(IReadOnlyList<ClipVisionModel> models);
 
-    /// <summary>Task arithmetic with the configured scaling factor (<see cref="ModelMerging.TaskArithmetic"/>).</summary>
+    /// <summary>Task arithmetic with the configured scaling factor (<see cref="ModelMerging.TaskArithmetic(ClipVisionModel, IReadOnlyList{ClipVisionModel}, double)"/>).</summary>
     /// <param name="pretrained">The pre-trained model θ_0.</param>
     /// <param name="finetuned">The fine-tuned models θ_t.</param>
     /// <returns>The merged model.</returns>
     ClipVisionModel TaskArithmetic(ClipVisionModel pretrained, IReadOnlyList<ClipVisionModel> finetuned);
 
-    /// <summary>TIES-merging with the configured options (<see cref="ModelMerging.Ties"/>).</summary>
+    /// <summary>TIES-merging with the configured options (<see cref="ModelMerging.Ties(ClipVisionModel, IReadOnlyList{ClipVisionModel}, TiesMergingOptions?)"/>).</summary>
     /// <param name="pretrained">The pre-trained model θ_0.</param>
     /// <param name="finetuned">The fine-tuned models θ_t.</param>
     /// <returns>The merged model.</returns>
     ClipVisionModel Ties(ClipVisionModel pretrained, IReadOnlyList<ClipVisionModel> finetuned);
 
-    /// <summary>RegMean with the configured options (<see cref="Merging.RegMean.Run"/>); fallbacks are logged as warnings.</summary>
+    /// <summary>RegMean with the configured options (<c>RegMean.Run</c>); fallbacks are logged as warnings.</summary>
     /// <param name="finetuned">The fine-tuned models, one per task.</param>
     /// <param name="datasets">Each model's task examples (labels not needed), in the same order.</param>
     /// <param name="progress">Receives a report after each batch, or <see langword="null"/>.</param>
@@ -39,7 +39,7 @@ public interface IModelMerger
         IProgress<MergeProgress>? progress = null,
         CancellationToken cancellationToken = default);
 
-    /// <summary>Fisher merging with the configured options (<see cref="FisherMerging.Run"/>).</summary>
+    /// <summary>Fisher merging with the configured options (<c>FisherMerging.Run</c>).</summary>
     /// <param name="finetuned">The fine-tuned models, one per task.</param>
     /// <param name="tasks">Each model's task (its examples and head), in the same order.</param>
     /// <param name="progress">Receives a report after each batch, or <see langword="null"/>.</param>
@@ -52,7 +52,7 @@ public interface IModelMerger
         CancellationToken cancellationToken = default);
 
     /// <summary>
-    /// An AdaMerging model with the configured options (<see cref="AdaMergingModel.Create"/>), whose coefficients an
+    /// An AdaMerging model with the configured options (<c>AdaMergingModel.Create</c>), whose coefficients an
     /// <see cref="ITestTimeAdapter"/> then trains.
     /// </summary>
     /// <param name="pretrained">The pre-trained model θ_0.</param>
