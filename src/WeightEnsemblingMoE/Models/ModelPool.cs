@@ -78,8 +78,10 @@ public sealed class ModelPool
     /// <param name="finetuned">The fine-tuned experts, in task order.</param>
     /// <param name="names">The experts' names, or <see langword="null"/> for <c>expert_0</c>, <c>expert_1</c>, ….</param>
     /// <returns>The pool.</returns>
-    /// <exception cref="ArgumentException">No experts, a null expert, a name count that differs from the expert count, or a repeated name.</exception>
-    /// <exception cref="InvalidDataException">An expert differs from θ_0 in architecture, key set, shape or dtype; the message names the expert and the tensor.</exception>
+    /// <exception cref="ArgumentException">
+    /// No experts, a null expert, a name count that differs from the expert count, a repeated name, or an expert that
+    /// differs from θ_0 in architecture, key set, shape or dtype (the message names the expert and the tensor).
+    /// </exception>
     public static ModelPool FromModels(ClipVisionModel pretrained, IEnumerable<ClipVisionModel> finetuned, IEnumerable<string>? names = null)
     {
         ArgumentNullException.ThrowIfNull(pretrained);
@@ -89,7 +91,15 @@ public sealed class ModelPool
         var sources = models
             .Select((m, t) => ModelSource.FromModel(m ?? throw new ArgumentException($"Expert {t} is null.", nameof(finetuned)), $"expert '{expertNames[t]}'"))
             .ToList();
-        return new ModelPool(ModelSource.FromModel(pretrained, "the pre-trained model"), sources, expertNames);
+        try
+        {
+            return new ModelPool(ModelSource.FromModel(pretrained, "the pre-trained model"), sources, expertNames);
+        }
+        catch (InvalidDataException e)
+        {
+            // The models are the caller's arguments: a mismatch is a bad argument, not bad file data.
+            throw new ArgumentException(e.Message, nameof(finetuned), e);
+        }
     }
 
     /// <summary>

@@ -251,17 +251,7 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
             throw new ArgumentException("AdaMerging needs at least one expert.", nameof(experts));
         }
 
-        ModelPool modelPool;
-        try
-        {
-            modelPool = ModelPool.FromModels(pretrained, experts);
-        }
-        catch (InvalidDataException e)
-        {
-            throw new ArgumentException(e.Message, nameof(experts), e);
-        }
-
-        return Create(modelPool, options);
+        return Create(ModelPool.FromModels(pretrained, experts), options);
     }
 
     /// <summary>

@@ -111,7 +111,9 @@ public sealed partial class DocsSnippetsTests
     {
         var lines = quote.Split('\n');
         var usings = lines.TakeWhile(l => UsingDirective().IsMatch(l)).ToList();
-        return usings.Count == 0 ? (usings, quote) : (usings, Dedent(string.Join("\n", lines.Skip(usings.Count))));
+        // A quote of using directives only (a region that is itself a using list) is compared as code.
+        bool onlyUsings = lines.Skip(usings.Count).All(string.IsNullOrWhiteSpace);
+        return usings.Count == 0 || onlyUsings ? ([], quote) : (usings, Dedent(string.Join("\n", lines.Skip(usings.Count))));
     }
 
     private static IEnumerable<(string Page, string Name, string Code)> Quotes()

@@ -153,7 +153,7 @@ public sealed class ModelPoolTests
     public void FromModels_ExpertWithOtherShape_ThrowsNamingExpertAndTensor()
     {
         using var wide = TinyClip.Pretrained(3, TinyClip.Config with { IntermediateSize = 24 });
-        var e = Assert.Throws<InvalidDataException>(() => ModelPool.FromModels(pretrained, [experts[0], wide], ["svhn", "mnist"]));
+        var e = Assert.Throws<ArgumentException>(() => ModelPool.FromModels(pretrained, [experts[0], wide], ["svhn", "mnist"]));
         Assert.That(e!.Message, Does.Contain("expert 'mnist'").And.Contain("mlp.fc1.weight"));
     }
 
