@@ -15,6 +15,10 @@ internal sealed class SafeTensorsHeader
     /// <summary>The largest header the reference accepts, in bytes.</summary>
     public const long MaxHeaderLength = 100_000_000;
 
+    /// <summary>The dtypes of the reference implementation that <see cref="SafeTensorsDType"/> lacks; a file using one is refused.</summary>
+    public static readonly IReadOnlySet<string> UnsupportedFormatDTypes =
+        new HashSet<string>(["F4", "F6_E2M3", "F6_E3M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "C64"], StringComparer.Ordinal);
+
     /// <summary>The key of the optional string→string metadata map.</summary>
     public const string MetadataKey = "__metadata__";
 
@@ -277,7 +281,9 @@ internal sealed class SafeTensorsHeader
         if (!SafeTensorsDTypes.TryParse(text, out var dtype))
         {
             var shown = text.Length > 40 ? text[..40] + "…" : text;
-            throw new SafeTensorsFormatException(filePath, name, $"'{shown}' is not a supported dtype.");
+            throw new SafeTensorsFormatException(filePath, name, UnsupportedFormatDTypes.Contains(text)
+                ? $"'{shown}' is a dtype of the format that this library does not support (no TorchSharp equivalent)."
+                : $"'{shown}' is not a valid dtype.");
         }
         return dtype;
     }
@@ -433,21 +439,13 @@ internal sealed class SafeTensorsHeader
                     $"data_offsets [{info.Begin}, {info.End}) leave a gap: the tensor must begin at {expectedBegin}.");
             }
 
-            long byteLength;
-            try
+            // Parse already applied the reference's overflow rule (64-bit unsigned, left to right): this cannot overflow.
+            ulong elements = 1;
+            foreach (var dimension in info.Shape)
             {
-                long elements = 1;
-                foreach (var dimension in info.Shape)
-                {
-                    elements = checked(elements * dimension);
-                }
-                byteLength = checked(elements * SafeTensorsDTypes.Size(info.DType));
+                elements *= (ulong)dimension;
             }
-            catch (OverflowException ex)
-            {
-                throw new SafeTensorsFormatException(filePath, info.Name,
-                    $"the byte length of shape [{string.Join(", ", info.Shape)}] × {info.DType} overflows.", ex);
-            }
+            var byteLength = (long)(elements * (ulong)SafeTensorsDTypes.Size(info.DType));
             if (byteLength != info.End - info.Begin)
             {
                 throw new SafeTensorsFormatException(filePath, info.Name,

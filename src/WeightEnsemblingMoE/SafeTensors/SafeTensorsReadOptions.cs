@@ -12,10 +12,11 @@ public sealed record SafeTensorsReadOptions
     public static SafeTensorsReadOptions Default { get; } = new();
 
     /// <summary>
-    /// The most tensors one file header (or one index's <c>weight_map</c>) may list. The default value is 1,000,000
-    /// (the largest real single files list a few tens of thousands).
+    /// The most tensors one file header (or one index's <c>weight_map</c>) may list. The default value is 250,000 (the
+    /// largest real files list a few tens of thousands; each listed tensor costs about 700 bytes of memory while the
+    /// header is parsed).
     /// </summary>
-    public int MaxTensorCount { get; init; } = 1_000_000;
+    public int MaxTensorCount { get; init; } = 250_000;
 
     /// <summary>
     /// The most dimensions a tensor's shape may have. The default value is 32 (real checkpoints use at most 5; several
