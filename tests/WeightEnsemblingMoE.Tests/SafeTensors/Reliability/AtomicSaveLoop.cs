@@ -11,14 +11,14 @@ namespace WeightEnsembling.Tests.SafeTensors.Reliability;
 /// </summary>
 internal static class AtomicSaveLoop
 {
-    /// <summary>State A: 3 shards of float32 ones-times-k; state B: 2 shards of a different set of tensors.</summary>
+    /// <summary>State A: 6 tensors of 256 KiB in 3 shards; state B: 4 other tensors of 192 KiB in 2 shards (other sizes).</summary>
     public static Dictionary<string, Tensor> ShardedState(int which)
     {
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         var count = which == 0 ? 6 : 4;
         for (var i = 0; i < count; i++)
         {
-            result[$"t{i}.{(which == 0 ? "a" : "b")}"] = torch.full(new long[] { 64, 1024 }, (float)(which * 100 + i));
+            result[$"t{i}.{(which == 0 ? "a" : "b")}"] = torch.full(new long[] { which == 0 ? 64 : 48, 1024 }, (float)(which * 100 + i));
         }
         return result;
     }
