@@ -20,7 +20,9 @@ namespace WeightEnsembling.SafeTensors;
 /// the next successful commit into the same destination.</para>
 /// <para>Durable after <see cref="Commit"/> returns: the new files' contents, their names and the swap itself. Not
 /// supported: two processes saving into the same folder at once (the later commit wins; the earlier one's staging
-/// folder may be deleted as a leftover). Readers that hold files of the old folder open keep reading the old files.</para>
+/// folder may be deleted as a leftover). Readers that hold files of the old folder open keep reading the old files.
+/// The folder is a new directory after the commit: this process's working folder is moved along when it was inside,
+/// other processes' are not, so the destination should be a folder dedicated to the saved artefact.</para>
 /// </remarks>
 internal sealed partial class AtomicFolderWriter : IDisposable
 {
@@ -107,6 +109,9 @@ internal sealed partial class AtomicFolderWriter : IDisposable
         FlushTree(StagingFolder);
 
         var parent = Path.GetDirectoryName(Destination)!;
+        var workingFolder = Environment.CurrentDirectory;
+        var workingInside = workingFolder == Destination
+            || workingFolder.StartsWith(Destination + Path.DirectorySeparatorChar, StringComparison.Ordinal);
         string? old = null;
         if (!Directory.Exists(Destination))
         {
@@ -124,6 +129,11 @@ internal sealed partial class AtomicFolderWriter : IDisposable
         }
         Durability.FlushFolder(parent);
         _committed = true;
+        if (workingInside && Directory.Exists(workingFolder))
+        {
+            // The process's working folder was the replaced one (or inside it): move it to the same path in the new folder.
+            Environment.CurrentDirectory = workingFolder;
+        }
 
         if (old is not null)
         {

@@ -97,6 +97,9 @@ internal sealed class SafeTensorsHeader
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
         var sawMetadata = false;
         var dims = new ulong[Math.Min(options.MaxRank, 64)];
+        // Faults of an entry's values that the reference would only find when validating (a shadowed duplicate entry is
+        // never validated there) are thrown after the whole header is read, so that a repeated name is reported first.
+        SafeTensorsFormatException? deferred = null;
         var reader = new Utf8JsonReader(headerBytes, StrictJson.ReaderOptions);
         try
         {
@@ -129,7 +132,7 @@ internal sealed class SafeTensorsHeader
                     throw new SafeTensorsFormatException(filePath, null,
                         $"the header lists more than {options.MaxTensorCount} tensors, the limit (SafeTensorsReadOptions.MaxTensorCount).");
                 }
-                tensors.Add(name, ReadTensor(ref reader, name, filePath, options, ref dims));
+                tensors.Add(name, ReadTensor(ref reader, name, filePath, options, ref dims, ref deferred));
             }
             StrictJson.End(ref reader);
         }
@@ -138,6 +141,10 @@ internal sealed class SafeTensorsHeader
             throw new SafeTensorsFormatException(filePath, null, $"the header is not valid JSON: {ex.Message}", ex);
         }
 
+        if (deferred is not null)
+        {
+            throw deferred;
+        }
         Validate(tensors.Values, filePath, dataLength);
         return new SafeTensorsHeader(tensors, metadata, dataOffset, dataLength);
     }
@@ -200,7 +207,8 @@ internal sealed class SafeTensorsHeader
         }
     }
 
-    private static SafeTensorInfo ReadTensor(ref Utf8JsonReader reader, string name, string filePath, SafeTensorsReadOptions options, ref ulong[] dims)
+    private static SafeTensorInfo ReadTensor(ref Utf8JsonReader reader, string name, string filePath, SafeTensorsReadOptions options, ref ulong[] dims,
+        ref SafeTensorsFormatException? deferred)
     {
         if (reader.TokenType != JsonTokenType.StartObject)
         {
@@ -243,7 +251,7 @@ internal sealed class SafeTensorsHeader
                 {
                     throw Duplicate(filePath, name, "data_offsets");
                 }
-                (begin, end) = ReadOffsets(ref reader, name, filePath);
+                (begin, end) = ReadOffsets(ref reader, name, filePath, ref deferred);
             }
             else
             {
@@ -264,7 +272,7 @@ internal sealed class SafeTensorsHeader
         {
             throw new SafeTensorsFormatException(filePath, name, "the entry has no 'data_offsets' array of two integers [begin, end).");
         }
-        shape = ToShape(dims.AsSpan(0, rank), dtype.Value, name, filePath);
+        shape = ToShape(dims.AsSpan(0, rank), dtype.Value, name, filePath, ref deferred);
         return new SafeTensorInfo(name, dtype.Value, shape, begin, end);
     }
 
@@ -327,7 +335,8 @@ internal sealed class SafeTensorsHeader
     /// an empty tensor such as [0, 2^62, 4]; libtorch cannot create it ("Stride calculation overflowed"), so we refuse it
     /// when the file is opened rather than when the tensor is loaded.
     /// </summary>
-    private static long[] ToShape(ReadOnlySpan<ulong> dims, SafeTensorsDType dtype, string name, string filePath)
+    private static long[] ToShape(ReadOnlySpan<ulong> dims, SafeTensorsDType dtype, string name, string filePath,
+        ref SafeTensorsFormatException? deferred)
     {
         ulong elements = 1;
         var overflow = false;
@@ -338,15 +347,16 @@ internal sealed class SafeTensorsHeader
         overflow |= Math.BigMul(elements, (ulong)SafeTensorsDTypes.Size(dtype) * 8, out _) != 0;
         if (overflow)
         {
-            throw new SafeTensorsFormatException(filePath, name,
-                $"the byte length of shape [{Describe(dims)}] × {dtype} overflows.");
+            deferred ??= new SafeTensorsFormatException(filePath, name, $"the byte length of shape [{Describe(dims)}] × {dtype} overflows.");
+            return [];
         }
         ulong stride = 1;
         for (var i = dims.Length - 1; i >= 1; i--)
         {
             if (Math.BigMul(stride, Math.Max(dims[i], 1UL), out stride) != 0 || stride > long.MaxValue)
             {
-                throw Unrepresentable(filePath, name, dims);
+                deferred ??= Unrepresentable(filePath, name, dims);
+                return [];
             }
         }
         var shape = dims.IsEmpty ? [] : new long[dims.Length];
@@ -354,7 +364,8 @@ internal sealed class SafeTensorsHeader
         {
             if (dims[i] > long.MaxValue)
             {
-                throw Unrepresentable(filePath, name, dims);
+                deferred ??= Unrepresentable(filePath, name, dims);
+                return [];
             }
             shape[i] = (long)dims[i];
         }
@@ -375,7 +386,7 @@ internal sealed class SafeTensorsHeader
         return text.ToString();
     }
 
-    private static (long Begin, long End) ReadOffsets(ref Utf8JsonReader reader, string name, string filePath)
+    private static (long Begin, long End) ReadOffsets(ref Utf8JsonReader reader, string name, string filePath, ref SafeTensorsFormatException? deferred)
     {
         const string Rule = "the entry has no 'data_offsets' array of two integers [begin, end).";
         if (reader.TokenType != JsonTokenType.StartArray)
@@ -398,7 +409,8 @@ internal sealed class SafeTensorsHeader
             }
             if (value > long.MaxValue)
             {
-                throw new SafeTensorsFormatException(filePath, name, $"the {which} data offset {value} is past any file's end.");
+                deferred ??= new SafeTensorsFormatException(filePath, name, $"the {which} data offset {value} is past any file's end.");
+                value = 0;
             }
             values[i] = (long)value;
         }

@@ -98,6 +98,14 @@ public sealed class SafeTensorsReliabilityTests
     [TestCase("{\"__metadata__\":{},\"__metadata__\":{}}", "'__metadata__' more than once", TestName = "DuplicateField_Metadata")]
     public void Open_DuplicateField_IsRefused(string header, string rule) => Refused(Craft(header, 4), rule);
 
+    // Found by the fuzzer (seed 20261126, case 44053): a name repeated after an entry whose values the reference never
+    // validates (it keeps the last entry) was reported as that entry's fault, an unlisted stricter rule; now the
+    // repeated name is reported.
+    [TestCase("{\"a\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[0,9223372036854775808]},\"a\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[0,8]}}", TestName = "RepeatedName_AfterOffsetPastInt64")]
+    [TestCase("{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296,4294967296],\"data_offsets\":[0,0]},\"a\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[0,8]}}", TestName = "RepeatedName_AfterOverflowingShape")]
+    [TestCase("{\"a\":{\"dtype\":\"F64\",\"shape\":[0,18446744073709551615],\"data_offsets\":[0,0]},\"a\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[0,8]}}", TestName = "RepeatedName_AfterUnrepresentableShape")]
+    public void Open_RepeatedName_IsReportedAsSuch(string header) => Refused(Craft(header, 8), "appears more than once in the header");
+
     // 4. Limits, each named in its error.
     [Test]
     public void Open_RankOverLimit_IsRefused()
