@@ -76,7 +76,6 @@ internal static class ClipCheckpointIO
     internal static void Save(nn.Module module, string folder, string configJson)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
-        Directory.CreateDirectory(folder);
         using var scope = torch.NewDisposeScope();
         var tensors = module.state_dict();
         foreach (var (name, tensor) in tensors)
@@ -87,28 +86,14 @@ internal static class ClipCheckpointIO
             }
         }
 
+        // The folder is replaced as a whole (config.json and the weights from one save, never a mixture): docs/reliability.md.
+        using var writer = AtomicFolderWriter.Begin(folder, name => name == ConfigFileName || SafeTensorsWriter.IsCheckpointFile(name));
         SafeTensorsWriter.Save(
-            Path.Combine(folder, SafeTensorsWriter.SingleFileName),
+            writer.PathFor(SafeTensorsWriter.SingleFileName),
             tensors,
             new Dictionary<string, string> { ["format"] = "pt" });
-        WriteAtomically(Path.Combine(folder, ConfigFileName), configJson);
-    }
-
-    private static void WriteAtomically(string path, string text)
-    {
-        string full = Path.GetFullPath(path);
-        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllText(temp, text);
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp))
-            {
-                File.Delete(temp);
-            }
-        }
+        var config = System.Text.Encoding.UTF8.GetBytes(configJson);
+        writer.WriteFile(ConfigFileName, stream => stream.Write(config));
+        writer.Commit();
     }
 }

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
@@ -7,6 +8,9 @@ namespace WeightEnsembling.Clip;
 /// <summary>Reading and checking the values of Hugging Face CLIP <c>config.json</c> files (shared by the CLIP configs).</summary>
 internal static class ClipConfigJson
 {
+    // A config.json is a few kilobytes; anything this large is refused before it is read.
+    private const long MaxConfigBytes = 16 << 20;
+
     /// <summary>The options every CLIP config is written with.</summary>
     internal static readonly JsonSerializerOptions WriteOptions = new() { WriteIndented = true };
 
@@ -17,6 +21,7 @@ internal static class ClipConfigJson
         JsonNode? root;
         try
         {
+            RejectDuplicateKeys(json);
             root = JsonNode.Parse(json);
         }
         catch (JsonException e)
@@ -49,7 +54,23 @@ internal static class ClipConfigJson
 
         try
         {
-            return parse(File.ReadAllText(path));
+            var length = new FileInfo(path).Length;
+            if (length > MaxConfigBytes)
+            {
+                throw new FormatException($"the file has {length} bytes; a CLIP config.json larger than {MaxConfigBytes} bytes is refused.");
+            }
+
+            string text;
+            try
+            {
+                text = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetString(File.ReadAllBytes(path));
+            }
+            catch (DecoderFallbackException e)
+            {
+                throw new FormatException("the file is not valid UTF-8.", e);
+            }
+
+            return parse(text.StartsWith('\uFEFF') ? text[1..] : text);
         }
         catch (FormatException e)
         {
@@ -158,5 +179,68 @@ internal static class ClipConfigJson
         }
 
         return node as JsonValue ?? throw new FormatException($"The CLIP config key '{key}' must be a scalar, got {node.ToJsonString()}.");
+    }
+
+    /// <summary>
+    /// Throws when an object of the JSON text has a key twice (System.Text.Json.Nodes would fail with "An item with the
+    /// same key has already been added", naming no key) or a string holds a lone surrogate escape.
+    /// </summary>
+    private static void RejectDuplicateKeys(string json)
+    {
+        var bytes = Encoding.UTF8.GetBytes(json);
+        var reader = new Utf8JsonReader(bytes, new JsonReaderOptions { MaxDepth = 64 });
+        var scopes = new Stack<(string Path, HashSet<string> Keys)>();
+        string? pendingKey = null;
+        while (reader.Read())
+        {
+            switch (reader.TokenType)
+            {
+                case JsonTokenType.StartObject:
+                    var path = scopes.Count == 0 ? "" : pendingKey is null ? scopes.Peek().Path + "[]" : Join(scopes.Peek().Path, pendingKey);
+                    scopes.Push((path, new HashSet<string>(StringComparer.Ordinal)));
+                    pendingKey = null;
+                    break;
+                case JsonTokenType.StartArray:
+                    scopes.Push((scopes.Count == 0 ? "" : Join(scopes.Peek().Path, pendingKey ?? "[]"), new HashSet<string>(StringComparer.Ordinal)));
+                    pendingKey = null;
+                    break;
+                case JsonTokenType.EndObject:
+                case JsonTokenType.EndArray:
+                    scopes.Pop();
+                    pendingKey = null;
+                    break;
+                case JsonTokenType.PropertyName:
+                    SafeTensors.StrictJson.CheckEscapes(ref reader);
+                    pendingKey = reader.GetString()!;
+                    if (!scopes.Peek().Keys.Add(pendingKey))
+                    {
+                        throw new FormatException($"The CLIP config has the key '{Join(scopes.Peek().Path, pendingKey)}' more than once.");
+                    }
+                    break;
+                case JsonTokenType.String:
+                    SafeTensors.StrictJson.CheckEscapes(ref reader);
+                    pendingKey = null;
+                    break;
+                default:
+                    pendingKey = null;
+                    break;
+            }
+        }
+    }
+
+    private static string Join(string path, string key) => path.Length == 0 ? key : path + "." + key;
+
+    internal static string? ReadModelType(JsonObject json, string key)
+    {
+        var value = Value(json, "model_type");
+        if (value is null)
+        {
+            return null;
+        }
+        if (value.GetValueKind() != JsonValueKind.String)
+        {
+            throw new FormatException($"The CLIP config key '{key}' must be a string, got {value.ToJsonString()}.");
+        }
+        return value.GetValue<string>();
     }
 }

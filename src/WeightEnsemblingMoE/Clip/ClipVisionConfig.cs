@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json.Nodes;
 
 namespace WeightEnsembling.Clip;
@@ -9,6 +10,10 @@ namespace WeightEnsembling.Clip;
 /// </summary>
 public sealed record ClipVisionConfig
 {
+    private const long MaxPositions = int.MaxValue;
+
+    /// <summary>The largest <c>config.json</c> read (a real one has a few kilobytes).</summary>
+
     /// <summary>The width D of the transformer (<c>hidden_size</c>). The default value is 768.</summary>
     public int HiddenSize { get; init; } = 768;
 
@@ -72,6 +77,14 @@ public sealed record ClipVisionConfig
             throw new ArgumentException($"image_size ({ImageSize}) is not divisible by patch_size ({PatchSize}).", "image_size");
         }
 
+        long patchesPerSide = ImageSize / PatchSize;
+        if (patchesPerSide * patchesPerSide + 1 > MaxPositions)
+        {
+            throw new ArgumentException(
+                $"image_size ({ImageSize}) / patch_size ({PatchSize}) gives {patchesPerSide}² + 1 = {patchesPerSide * patchesPerSide + 1} positions, more than {MaxPositions}.",
+                "image_size");
+        }
+
         ClipConfigJson.RequireActivation(HiddenAct, "hidden_act");
         ClipConfigJson.RequireEps(LayerNormEps, "layer_norm_eps");
         return this;
@@ -89,7 +102,24 @@ public sealed record ClipVisionConfig
     public static ClipVisionConfig FromJson(string json)
     {
         var top = ClipConfigJson.ParseObject(json);
+        var modelType = ClipConfigJson.ReadModelType(top, "model_type");
+        if (modelType is not (null or "clip" or "clip_vision_model"))
+        {
+            throw new FormatException(modelType == "clip_text_model"
+                ? "The CLIP config has model_type 'clip_text_model': it describes a CLIP text tower, not a vision tower."
+                : $"The config has model_type '{modelType}', which is not a CLIP model (expected 'clip' or 'clip_vision_model').");
+        }
+
         var vision = ClipConfigJson.Nested(top, "vision_config") ?? top;
+        if (!ReferenceEquals(vision, top))
+        {
+            var visionType = ClipConfigJson.ReadModelType(vision, "vision_config.model_type");
+            if (visionType is not (null or "clip_vision_model"))
+            {
+                throw new FormatException($"The CLIP config's vision_config has model_type '{visionType}', expected 'clip_vision_model'.");
+            }
+        }
+
         return Parse(vision, ReferenceEquals(vision, top) ? null : top);
     }
 
@@ -165,5 +195,44 @@ public sealed record ClipVisionConfig
             ["attention_dropout"] = 0.0,
             ["torch_dtype"] = "float32",
         };
+    }
+
+    /// <summary>
+    /// The tensors a <see cref="ClipVisionModel"/> of this configuration holds, by state-dict key, with their shapes and
+    /// the config keys that set them, layer by layer (lazily, so that a huge <c>num_hidden_layers</c> costs nothing
+    /// before the first missing layer is found).
+    /// </summary>
+    internal IEnumerable<(string Name, long[] Shape, string Keys)> ExpectedTensors(bool withProjection)
+    {
+        long d = HiddenSize, f = IntermediateSize;
+        const string E = "vision_model.embeddings.";
+        yield return (E + "class_embedding", [d], "hidden_size");
+        yield return (E + "patch_embedding.weight", [d, NumChannels, PatchSize, PatchSize], "hidden_size, num_channels, patch_size");
+        yield return (E + "position_embedding.weight", [(long)PatchesPerSide * PatchesPerSide + 1, d], "image_size, patch_size, hidden_size");
+        yield return ("vision_model.pre_layrnorm.weight", [d], "hidden_size");
+        yield return ("vision_model.pre_layrnorm.bias", [d], "hidden_size");
+        for (var i = 0; i < NumHiddenLayers; i++)
+        {
+            var l = string.Create(CultureInfo.InvariantCulture, $"vision_model.encoder.layers.{i}.");
+            foreach (var proj in new[] { "k_proj", "v_proj", "q_proj", "out_proj" })
+            {
+                yield return (l + "self_attn." + proj + ".weight", [d, d], "hidden_size");
+                yield return (l + "self_attn." + proj + ".bias", [d], "hidden_size");
+            }
+            yield return (l + "layer_norm1.weight", [d], "hidden_size");
+            yield return (l + "layer_norm1.bias", [d], "hidden_size");
+            yield return (l + "mlp.fc1.weight", [f, d], "intermediate_size, hidden_size");
+            yield return (l + "mlp.fc1.bias", [f], "intermediate_size");
+            yield return (l + "mlp.fc2.weight", [d, f], "hidden_size, intermediate_size");
+            yield return (l + "mlp.fc2.bias", [d], "hidden_size");
+            yield return (l + "layer_norm2.weight", [d], "hidden_size");
+            yield return (l + "layer_norm2.bias", [d], "hidden_size");
+        }
+        yield return ("vision_model.post_layernorm.weight", [d], "hidden_size");
+        yield return ("vision_model.post_layernorm.bias", [d], "hidden_size");
+        if (withProjection)
+        {
+            yield return ("visual_projection.weight", [ProjectionDim, d], "projection_dim, hidden_size");
+        }
     }
 }

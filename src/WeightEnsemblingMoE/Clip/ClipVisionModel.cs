@@ -99,7 +99,11 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
     /// <exception cref="FileNotFoundException">The config, the weights or a shard are missing.</exception>
     /// <exception cref="SafeTensorsFormatException">A weights file or the index is corrupt.</exception>
     /// <exception cref="TorchCheckpointFormatException">A <c>pytorch_model.bin</c> file is corrupt, legacy, or holds more than tensor data.</exception>
-    /// <exception cref="InvalidDataException">A tensor is missing, unexpected, of the wrong shape or not finite; the message names the tensor and the file.</exception>
+    /// <exception cref="FormatException">config.json is not a valid CLIP vision config (bad JSON, a key twice, a wrong type, a model_type other than CLIP); the message names the file.</exception>
+    /// <exception cref="ArgumentException">A value of config.json is out of range; the message names the file and the key.</exception>
+    /// <exception cref="InvalidDataException">A tensor is missing, unexpected, of the wrong shape, of a non-floating dtype
+    /// or not finite; the message names the tensor and the file. Shapes and dtypes are checked against config.json from the
+    /// checkpoint's headers before the model is allocated, so a config that does not fit the weights allocates nothing.</exception>
     public static ClipVisionModel FromPretrained(string folder)
     {
         ClipCheckpointIO.RequireFolder(folder);
@@ -123,8 +127,10 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
         }
 
         using var checkpoint = SafeTensorsCheckpoint.Open(folder);
+        var withProjection = checkpoint.Contains("visual_projection.weight");
+        CheckAgainstHeaders(config, withProjection, checkpoint, folder, Path.Combine(folder, ClipCheckpointIO.ConfigFileName));
         string shards = checkpoint.ShardPaths.Count == 1 ? checkpoint.ShardPaths[0] : Path.GetFullPath(folder);
-        return Create(config, checkpoint.Contains("visual_projection.weight"), checkpoint.Names, checkpoint.Load, shards);
+        return Create(config, withProjection, checkpoint.Names, checkpoint.Load, shards);
     }
 
     private static ClipVisionModel Create(ClipVisionConfig config, bool withProjection, IEnumerable<string> names, Func<string, Tensor> load, string source)
@@ -143,10 +149,14 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
     }
 
     /// <summary>
-    /// Saves the model as a Hugging Face folder: <c>config.json</c> and <c>model.safetensors</c> (float32 as held), each
-    /// written atomically. <see cref="FromPretrained"/> reads it back.
+    /// Saves the model as a Hugging Face folder: <c>config.json</c> and <c>model.safetensors</c> (float32 as held). The
+    /// folder is replaced as a whole (<c>docs/reliability.md</c>): both files are written and flushed to disk in a hidden
+    /// sibling folder that is then swapped in, so a reader or a crash sees both files of the previous save or both of
+    /// this one, never one of each. Checkpoint files of an earlier save (shards, an index) are removed; other files of the
+    /// folder are kept. <see cref="FromPretrained"/> reads it back.
     /// </summary>
-    /// <param name="folder">The folder (created if missing); existing files of the same names are replaced.</param>
+    /// <param name="folder">The folder (created if missing).</param>
+    /// <exception cref="InvalidOperationException">A tensor has NaN or infinite values (nothing is written).</exception>
     public void SaveTo(string folder)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
@@ -158,4 +168,32 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
         || name.StartsWith("text_projection.", StringComparison.Ordinal)
         || name == "logit_scale"
         || name == "vision_model.embeddings.position_ids";
+
+    /// <summary>
+    /// Checks every tensor the config implies against the checkpoint's headers (name, shape, a floating dtype TorchSharp
+    /// has) before anything is allocated: the model's size is then bounded by the checkpoint's.
+    /// </summary>
+    private static void CheckAgainstHeaders(ClipVisionConfig config, bool withProjection, SafeTensorsCheckpoint checkpoint, string folder,
+        string configPath)
+    {
+        string source = checkpoint.ShardPaths.Count == 1 ? checkpoint.ShardPaths[0] : Path.GetFullPath(folder);
+        foreach (var (name, shape, keys) in config.ExpectedTensors(withProjection))
+        {
+            if (!checkpoint.Contains(name))
+            {
+                throw new InvalidDataException(
+                    $"The checkpoint '{source}' has no tensor '{name}', which '{configPath}' implies ({keys}; num_hidden_layers = {config.NumHiddenLayers}).");
+            }
+            var info = checkpoint.GetInfo(name);
+            if (!info.Shape.SequenceEqual(shape))
+            {
+                throw new InvalidDataException(
+                    $"Tensor '{name}' in '{source}' has shape [{string.Join(", ", info.Shape)}], but '{configPath}' ({keys}) gives [{string.Join(", ", shape)}].");
+            }
+            if (SafeTensorsDTypes.ToScalarType(info.DType) is not (ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32 or ScalarType.Float64))
+            {
+                throw new InvalidDataException($"Tensor '{name}' in '{source}' has dtype {info.DType}; a floating dtype TorchSharp supports is expected.");
+            }
+        }
+    }
 }

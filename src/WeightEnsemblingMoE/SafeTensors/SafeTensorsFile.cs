@@ -1,39 +1,32 @@
-using System.IO.MemoryMappedFiles;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.SafeTensors;
 
 /// <summary>
-/// A safetensors file opened for reading. The header is read and validated when the file is opened; the data section
-/// is memory-mapped and each tensor's bytes are read only when that tensor is loaded.
+/// A safetensors file opened for reading. The header is read and validated when the file is opened (within the limits of
+/// <see cref="SafeTensorsReadOptions"/>); each tensor's bytes are read only when that tensor is loaded, by positional
+/// reads straight into the new tensor's memory.
 /// </summary>
 /// <remarks>
-/// Loading is thread-safe. The file must not be truncated by another process while it is open.
+/// Loading is thread-safe. The file is not memory-mapped: if another process truncates it while it is open, a load
+/// throws <see cref="SafeTensorsFormatException"/> (a mapping would kill the process with SIGBUS instead).
 /// </remarks>
 public sealed class SafeTensorsFile : IDisposable
 {
     private readonly SafeTensorsHeader _header;
-    private readonly MemoryMappedFile _map;
-    private readonly MemoryMappedViewAccessor _view;
     private readonly FileStream _stream;
-    private readonly object _gate = new();
     private readonly string[] _names;
-    private unsafe byte* _base;
-    private bool _disposed;
+    private int _disposed;
 
-    private unsafe SafeTensorsFile(string path, SafeTensorsHeader header, FileStream stream, MemoryMappedFile map, MemoryMappedViewAccessor view)
+    private SafeTensorsFile(string path, SafeTensorsHeader header, FileStream stream)
     {
         FilePath = path;
         _stream = stream;
         _header = header;
-        _map = map;
-        _view = view;
-        _names = header.Tensors.Keys.Order(StringComparer.Ordinal).ToArray();
+        _names = header.Tensors.Keys.ToArray();
+        Array.Sort(_names, StringComparer.Ordinal);
         Metadata = header.Metadata.AsReadOnly();
-        byte* pointer = null;
-        view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
-        _base = pointer + view.PointerOffset;
     }
 
     /// <summary>The full path of the file.</summary>
@@ -45,33 +38,33 @@ public sealed class SafeTensorsFile : IDisposable
     /// <summary>The header's <c>__metadata__</c> map; empty when the file has none.</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
-    /// <summary>Opens a safetensors file and validates its header.</summary>
+    /// <summary>Opens a safetensors file and validates its header with the default limits.</summary>
     /// <param name="path">The file.</param>
-    /// <returns>The open file; dispose it to unmap the file.</returns>
+    /// <returns>The open file; dispose it to close the file.</returns>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
-    /// <exception cref="SafeTensorsFormatException">The file breaks a rule of the format.</exception>
-    public static SafeTensorsFile Open(string path)
+    /// <exception cref="SafeTensorsFormatException">The file breaks a rule of the format or a limit of <see cref="SafeTensorsReadOptions.Default"/>.</exception>
+    public static SafeTensorsFile Open(string path) => Open(path, SafeTensorsReadOptions.Default);
+
+    /// <summary>Opens a safetensors file and validates its header within the given limits.</summary>
+    /// <param name="path">The file.</param>
+    /// <param name="options">The limits.</param>
+    /// <returns>The open file; dispose it to close the file.</returns>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="SafeTensorsFormatException">The file breaks a rule of the format or one of the limits; the message names the file and the rule.</exception>
+    public static SafeTensorsFile Open(string path, SafeTensorsReadOptions options)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
         var fullPath = Path.GetFullPath(path);
         var stream = new FileStream(fullPath, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1);
-        MemoryMappedFile? map = null;
         try
         {
-            var header = SafeTensorsHeader.Read(stream, fullPath);
-            map = MemoryMappedFile.CreateFromFile(stream, mapName: null, capacity: 0, MemoryMappedFileAccess.Read,
-                HandleInheritability.None, leaveOpen: true);
-            var view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            if (view.Capacity < header.DataOffset + header.DataLength)
-            {
-                view.Dispose();
-                throw new SafeTensorsFormatException(fullPath, null, "the file changed size while it was being opened.");
-            }
-            return new SafeTensorsFile(fullPath, header, stream, map, view);
+            var header = SafeTensorsHeader.Read(stream, fullPath, options);
+            return new SafeTensorsFile(fullPath, header, stream);
         }
         catch
         {
-            map?.Dispose();
             stream.Dispose();
             throw;
         }
@@ -102,13 +95,14 @@ public sealed class SafeTensorsFile : IDisposable
 
     /// <summary>
     /// Loads one tensor: a new CPU tensor that owns its memory (a copy of the file's bytes), with the stored dtype and
-    /// shape. Only this tensor's bytes are read.
+    /// shape. Only this tensor's bytes are read, by positional reads into the tensor's memory.
     /// </summary>
     /// <param name="name">The tensor name.</param>
     /// <returns>The tensor; the caller owns it.</returns>
     /// <exception cref="KeyNotFoundException">The file has no tensor of this name.</exception>
     /// <exception cref="NotSupportedException">TorchSharp has no scalar type for the tensor's dtype.</exception>
-    /// <exception cref="SafeTensorsFormatException">A BOOL tensor holds a byte other than 0 or 1.</exception>
+    /// <exception cref="SafeTensorsFormatException">A BOOL tensor holds a byte other than 0 or 1, or the file was truncated after it was opened.</exception>
+    /// <exception cref="ObjectDisposedException">The file was disposed.</exception>
     public Tensor Load(string name)
     {
         var info = GetInfo(name);
@@ -116,20 +110,12 @@ public sealed class SafeTensorsFile : IDisposable
             ?? throw new NotSupportedException(
                 $"Tensor '{name}' in '{FilePath}' has dtype {info.DType}, which TorchSharp cannot represent.");
 
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         var tensor = torch.empty(info.Shape, scalarType, torch.CPU);
         try
         {
-            lock (_gate)
-            {
-                ObjectDisposedException.ThrowIf(_disposed, this);
-                var start = _header.DataOffset + info.Begin;
-                unsafe
-                {
-                    var source = _base + start;
-                    TensorBytes.Visit(tensor, (span, offset) =>
-                        new ReadOnlySpan<byte>(source + offset, span.Length).CopyTo(span));
-                }
-            }
+            var start = _header.DataOffset + info.Begin;
+            TensorBytes.Visit(tensor, (span, offset) => ReadExactly(span, start + offset, name));
             if (info.DType == SafeTensorsDType.BOOL)
             {
                 // A BOOL byte other than 0 or 1 would become a tensor whose values torch does not define.
@@ -160,7 +146,7 @@ public sealed class SafeTensorsFile : IDisposable
     /// Reads the file's tensors straight into the parameters and buffers of <paramref name="module"/> whose state-dict
     /// keys match, without an intermediate tensor where it can: a contiguous CPU target of the stored dtype receives the
     /// file's bytes directly by positional reads (<see cref="RandomAccess.Read(Microsoft.Win32.SafeHandles.SafeFileHandle, Span{byte}, long)"/>:
-    /// one copy from the page cache, no allocation, the mapping untouched); other targets (another dtype or device, BOOL) go through
+    /// one copy from the page cache, no allocation); other targets (another dtype or device, BOOL) go through
     /// <see cref="Load(string)"/> and <c>copy_</c>. Same rules as <see cref="StateDict.LoadInto"/>: strict mode checks
     /// every key and shape first and throws, leaving the module unchanged.
     /// </summary>
@@ -210,14 +196,10 @@ public sealed class SafeTensorsFile : IDisposable
             if (info.DType != SafeTensorsDType.BOOL && SafeTensorsDTypes.ToScalarType(info.DType) == target.dtype
                 && target.device_type == DeviceType.CPU && target.is_contiguous())
             {
-                // pread straight into the parameter's memory: no page of the mapping is touched (no minor fault per
-                // 4 KiB page of the file), the kernel copies from the page cache.
-                lock (_gate)
-                {
-                    ObjectDisposedException.ThrowIf(_disposed, this);
-                    var start = _header.DataOffset + info.Begin;
-                    TensorBytes.Visit(target, (span, offset) => ReadExactly(span, start + offset, key));
-                }
+                // pread straight into the parameter's memory: the kernel copies from the page cache.
+                ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+                var start = _header.DataOffset + info.Begin;
+                TensorBytes.Visit(target, (span, offset) => ReadExactly(span, start + offset, key));
             }
             else
             {
@@ -268,23 +250,11 @@ public sealed class SafeTensorsFile : IDisposable
         }
     }
 
-    /// <summary>Unmaps and closes the file. Tensors already loaded stay valid.</summary>
+    /// <summary>Closes the file. Tensors already loaded stay valid.</summary>
     public void Dispose()
     {
-        lock (_gate)
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
-            if (_disposed)
-            {
-                return;
-            }
-            _disposed = true;
-            unsafe
-            {
-                _base = null;
-            }
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
-            _view.Dispose();
-            _map.Dispose();
             _stream.Dispose();
         }
     }

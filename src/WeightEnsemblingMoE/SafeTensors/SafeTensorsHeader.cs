@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
+using System.Text.Unicode;
 
 namespace WeightEnsembling.SafeTensors;
 
@@ -14,10 +15,12 @@ internal sealed class SafeTensorsHeader
     /// <summary>The largest header the reference accepts, in bytes.</summary>
     public const long MaxHeaderLength = 100_000_000;
 
+    /// <summary>The dtypes of the reference implementation that <see cref="SafeTensorsDType"/> lacks; a file using one is refused.</summary>
+    public static readonly IReadOnlySet<string> UnsupportedFormatDTypes =
+        new HashSet<string>(["F4", "F6_E2M3", "F6_E3M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "C64"], StringComparer.Ordinal);
+
     /// <summary>The key of the optional string→string metadata map.</summary>
     public const string MetadataKey = "__metadata__";
-
-    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     private SafeTensorsHeader(Dictionary<string, SafeTensorInfo> tensors, Dictionary<string, string> metadata, long dataOffset, long dataLength)
     {
@@ -40,7 +43,7 @@ internal sealed class SafeTensorsHeader
     public long DataLength { get; }
 
     /// <summary>Reads and validates the header of an open file.</summary>
-    public static SafeTensorsHeader Read(Stream stream, string filePath)
+    public static SafeTensorsHeader Read(Stream stream, string filePath, SafeTensorsReadOptions? options = null)
     {
         var fileLength = stream.Length;
         if (fileLength < 8)
@@ -67,157 +70,363 @@ internal sealed class SafeTensorsHeader
         var headerBytes = new byte[headerLength];
         stream.ReadExactly(headerBytes);
         var dataOffset = 8 + (long)headerLength;
-        return Parse(headerBytes, filePath, dataOffset, fileLength - dataOffset);
+        return Parse(headerBytes, filePath, dataOffset, fileLength - dataOffset, options);
     }
 
     /// <summary>Parses and validates header bytes, given the length of the data section that follows them.</summary>
-    public static SafeTensorsHeader Parse(byte[] headerBytes, string filePath, long dataOffset, long dataLength)
+    /// <remarks>
+    /// One streaming pass of <see cref="Utf8JsonReader"/> over the bytes: no document is built and only the names,
+    /// shapes and metadata that are kept are allocated, so memory stays a small multiple of the header size
+    /// (<c>docs/reliability.md</c>); every limit of <paramref name="options"/> is checked as soon as it is exceeded.
+    /// </remarks>
+    public static SafeTensorsHeader Parse(byte[] headerBytes, string filePath, long dataOffset, long dataLength,
+        SafeTensorsReadOptions? options = null)
     {
-        string text;
-        try
+        options ??= SafeTensorsReadOptions.Default;
+        if (!Utf8.IsValid(headerBytes))
         {
-            text = StrictUtf8.GetString(headerBytes);
+            throw new SafeTensorsFormatException(filePath, null, "the header is not valid UTF-8.");
         }
-        catch (DecoderFallbackException ex)
-        {
-            throw new SafeTensorsFormatException(filePath, null, "the header is not valid UTF-8.", ex);
-        }
-        if (!text.StartsWith('{'))
+        var first = headerBytes.AsSpan().IndexOfAnyExcept(" \t\r\n"u8);
+        if (first < 0 || headerBytes[first] != (byte)'{')
         {
             throw new SafeTensorsFormatException(filePath, null, "the header does not start with '{' (it must be a JSON object).");
         }
 
-        JsonDocument document;
+        var tensors = new Dictionary<string, SafeTensorInfo>(StringComparer.Ordinal);
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        var sawMetadata = false;
+        var dims = new ulong[Math.Min(options.MaxRank, 64)];
+        // Faults of an entry's values that the reference would only find when validating (a shadowed duplicate entry is
+        // never validated there) are thrown after the whole header is read, so that a repeated name is reported first.
+        SafeTensorsFormatException? deferred = null;
+        var reader = new Utf8JsonReader(headerBytes, StrictJson.ReaderOptions);
         try
         {
-            document = JsonDocument.Parse(headerBytes);
+            StrictJson.Next(ref reader);
+            while (true)
+            {
+                StrictJson.Next(ref reader);
+                if (reader.TokenType == JsonTokenType.EndObject)
+                {
+                    break;
+                }
+                var name = ReadName(ref reader, filePath, options, "tensor name");
+                StrictJson.Next(ref reader);
+                if (name == MetadataKey)
+                {
+                    if (sawMetadata)
+                    {
+                        throw new SafeTensorsFormatException(filePath, null, $"the header has the key '{MetadataKey}' more than once (duplicate field).");
+                    }
+                    sawMetadata = true;
+                    ReadMetadata(ref reader, filePath, options, metadata);
+                    continue;
+                }
+                if (tensors.ContainsKey(name))
+                {
+                    throw new SafeTensorsFormatException(filePath, name, "the name appears more than once in the header.");
+                }
+                if (tensors.Count == options.MaxTensorCount)
+                {
+                    throw new SafeTensorsFormatException(filePath, null,
+                        $"the header lists more than {options.MaxTensorCount} tensors, the limit (SafeTensorsReadOptions.MaxTensorCount).");
+                }
+                tensors.Add(name, ReadTensor(ref reader, name, filePath, options, ref dims, ref deferred));
+            }
+            StrictJson.End(ref reader);
         }
         catch (JsonException ex)
         {
             throw new SafeTensorsFormatException(filePath, null, $"the header is not valid JSON: {ex.Message}", ex);
         }
 
-        using (document)
+        if (deferred is not null)
         {
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-            {
-                throw new SafeTensorsFormatException(filePath, null, "the header is not a JSON object.");
-            }
-
-            var tensors = new Dictionary<string, SafeTensorInfo>(StringComparer.Ordinal);
-            var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
-            var seen = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var property in root.EnumerateObject())
-            {
-                if (!seen.Add(property.Name))
-                {
-                    throw new SafeTensorsFormatException(filePath, property.Name, "the name appears more than once in the header.");
-                }
-                if (property.Name == MetadataKey)
-                {
-                    ReadMetadata(property.Value, filePath, metadata);
-                }
-                else
-                {
-                    tensors.Add(property.Name, ReadTensor(property.Name, property.Value, filePath));
-                }
-            }
-
-            Validate(tensors.Values, filePath, dataLength);
-            return new SafeTensorsHeader(tensors, metadata, dataOffset, dataLength);
+            throw deferred;
         }
+        Validate(tensors.Values, filePath, dataLength);
+        return new SafeTensorsHeader(tensors, metadata, dataOffset, dataLength);
     }
 
-    private static void ReadMetadata(JsonElement value, string filePath, Dictionary<string, string> metadata)
+    /// <summary>Reads a property name within the name length limit.</summary>
+    private static string ReadName(ref Utf8JsonReader reader, string filePath, SafeTensorsReadOptions options, string what)
     {
-        if (value.ValueKind == JsonValueKind.Null)
+        // An escape sequence is at most 6 bytes per byte it stands for (\u00XX): a raw token over 6 × the limit cannot fit.
+        var raw = StrictJson.RawLength(ref reader);
+        if (raw > options.MaxNameBytes && (!reader.ValueIsEscaped || raw > 6L * options.MaxNameBytes))
+        {
+            throw NameTooLong(filePath, options, what);
+        }
+        var name = StrictJson.GetString(ref reader);
+        if (reader.ValueIsEscaped && Encoding.UTF8.GetByteCount(name) > options.MaxNameBytes)
+        {
+            throw NameTooLong(filePath, options, what);
+        }
+        return name;
+    }
+
+    private static SafeTensorsFormatException NameTooLong(string filePath, SafeTensorsReadOptions options, string what) =>
+        new(filePath, null, $"a {what} is longer than {options.MaxNameBytes} UTF-8 bytes, the limit (SafeTensorsReadOptions.MaxNameBytes).");
+
+    private static void ReadMetadata(ref Utf8JsonReader reader, string filePath, SafeTensorsReadOptions options, Dictionary<string, string> metadata)
+    {
+        if (reader.TokenType == JsonTokenType.Null)
         {
             return;
         }
-        if (value.ValueKind != JsonValueKind.Object)
+        if (reader.TokenType != JsonTokenType.StartObject)
         {
             throw new SafeTensorsFormatException(filePath, null, $"'{MetadataKey}' must be an object mapping strings to strings.");
         }
-        foreach (var entry in value.EnumerateObject())
+        while (true)
         {
-            if (entry.Value.ValueKind != JsonValueKind.String)
+            StrictJson.Next(ref reader);
+            if (reader.TokenType == JsonTokenType.EndObject)
+            {
+                return;
+            }
+            var key = ReadName(ref reader, filePath, options, "metadata key");
+            StrictJson.Next(ref reader);
+            if (reader.TokenType != JsonTokenType.String)
             {
                 throw new SafeTensorsFormatException(filePath, null,
-                    $"'{MetadataKey}' entry '{entry.Name}' is not a string (metadata maps strings to strings).");
+                    $"'{MetadataKey}' entry '{key}' is not a string (metadata maps strings to strings).");
             }
-            if (!metadata.TryAdd(entry.Name, entry.Value.GetString()!))
+            var value = StrictJson.GetString(ref reader);
+            if (metadata.ContainsKey(key))
             {
-                throw new SafeTensorsFormatException(filePath, null, $"'{MetadataKey}' has the key '{entry.Name}' more than once.");
+                throw new SafeTensorsFormatException(filePath, null, $"'{MetadataKey}' has the key '{key}' more than once.");
             }
+            if (metadata.Count == options.MaxMetadataEntries)
+            {
+                throw new SafeTensorsFormatException(filePath, null,
+                    $"'{MetadataKey}' has more than {options.MaxMetadataEntries} entries, the limit (SafeTensorsReadOptions.MaxMetadataEntries).");
+            }
+            metadata.Add(key, value);
         }
     }
 
-    private static SafeTensorInfo ReadTensor(string name, JsonElement value, string filePath)
+    private static SafeTensorInfo ReadTensor(ref Utf8JsonReader reader, string name, string filePath, SafeTensorsReadOptions options, ref ulong[] dims,
+        ref SafeTensorsFormatException? deferred)
     {
-        if (value.ValueKind != JsonValueKind.Object)
+        if (reader.TokenType != JsonTokenType.StartObject)
         {
             throw new SafeTensorsFormatException(filePath, name, "the header entry is not an object with dtype, shape and data_offsets.");
         }
-
-        if (!value.TryGetProperty("dtype", out var dtypeElement) || dtypeElement.ValueKind != JsonValueKind.String)
+        SafeTensorsDType? dtype = null;
+        long[]? shape = null;
+        var rank = -1;
+        long begin = -1, end = -1;
+        while (true)
+        {
+            StrictJson.Next(ref reader);
+            if (reader.TokenType == JsonTokenType.EndObject)
+            {
+                break;
+            }
+            StrictJson.CheckEscapes(ref reader);
+            if (reader.ValueTextEquals("dtype"u8))
+            {
+                StrictJson.Next(ref reader);
+                if (dtype is not null)
+                {
+                    throw Duplicate(filePath, name, "dtype");
+                }
+                dtype = ReadDType(ref reader, name, filePath);
+            }
+            else if (reader.ValueTextEquals("shape"u8))
+            {
+                StrictJson.Next(ref reader);
+                if (rank >= 0)
+                {
+                    throw Duplicate(filePath, name, "shape");
+                }
+                rank = ReadShape(ref reader, name, filePath, options, ref dims);
+            }
+            else if (reader.ValueTextEquals("data_offsets"u8))
+            {
+                StrictJson.Next(ref reader);
+                if (begin >= 0)
+                {
+                    throw Duplicate(filePath, name, "data_offsets");
+                }
+                (begin, end) = ReadOffsets(ref reader, name, filePath, ref deferred);
+            }
+            else
+            {
+                // serde ignores unknown fields, after buffering (and so checking) them.
+                StrictJson.Next(ref reader);
+                StrictJson.SkipValue(ref reader);
+            }
+        }
+        if (dtype is null)
         {
             throw new SafeTensorsFormatException(filePath, name, "the entry has no string 'dtype'.");
         }
-        var dtypeText = dtypeElement.GetString()!;
-        if (!SafeTensorsDTypes.TryParse(dtypeText, out var dtype))
-        {
-            throw new SafeTensorsFormatException(filePath, name, $"'{dtypeText}' is not a valid dtype.");
-        }
-
-        if (!value.TryGetProperty("shape", out var shapeElement) || shapeElement.ValueKind != JsonValueKind.Array)
+        if (rank < 0)
         {
             throw new SafeTensorsFormatException(filePath, name, "the entry has no array 'shape'.");
         }
-        var shape = new long[shapeElement.GetArrayLength()];
-        var i = 0;
-        foreach (var dimension in shapeElement.EnumerateArray())
-        {
-            if (dimension.ValueKind != JsonValueKind.Number || !dimension.TryGetInt64(out var size))
-            {
-                throw new SafeTensorsFormatException(filePath, name, $"shape entry {i} is not an integer.");
-            }
-            if (size < 0)
-            {
-                throw new SafeTensorsFormatException(filePath, name, $"shape entry {i} is negative ({size}).");
-            }
-            shape[i++] = size;
-        }
-
-        if (!value.TryGetProperty("data_offsets", out var offsetsElement) || offsetsElement.ValueKind != JsonValueKind.Array
-            || offsetsElement.GetArrayLength() != 2)
+        if (begin < 0)
         {
             throw new SafeTensorsFormatException(filePath, name, "the entry has no 'data_offsets' array of two integers [begin, end).");
         }
-        var begin = ReadOffset(offsetsElement[0], name, filePath, "begin");
-        var end = ReadOffset(offsetsElement[1], name, filePath, "end");
-        return new SafeTensorInfo(name, dtype, shape, begin, end);
+        shape = ToShape(dims.AsSpan(0, rank), dtype.Value, name, filePath, ref deferred);
+        return new SafeTensorInfo(name, dtype.Value, shape, begin, end);
     }
 
-    private static long ReadOffset(JsonElement element, string name, string filePath, string which)
+    private static SafeTensorsFormatException Duplicate(string filePath, string name, string field) =>
+        new(filePath, name, $"the entry has the field '{field}' more than once (duplicate field).");
+
+    private static SafeTensorsDType ReadDType(ref Utf8JsonReader reader, string name, string filePath)
     {
-        if (element.ValueKind != JsonValueKind.Number || !element.TryGetInt64(out var offset))
+        if (reader.TokenType != JsonTokenType.String)
         {
-            throw new SafeTensorsFormatException(filePath, name, $"the {which} data offset is not an integer in range.");
+            throw new SafeTensorsFormatException(filePath, name, "the entry has no string 'dtype'.");
         }
-        if (offset < 0)
+        var text = StrictJson.GetString(ref reader);
+        if (!SafeTensorsDTypes.TryParse(text, out var dtype))
         {
-            throw new SafeTensorsFormatException(filePath, name, $"the {which} data offset is negative ({offset}).");
+            var shown = text.Length > 40 ? text[..40] + "…" : text;
+            throw new SafeTensorsFormatException(filePath, name, UnsupportedFormatDTypes.Contains(text)
+                ? $"'{shown}' is a dtype of the format that this library does not support (no TorchSharp equivalent)."
+                : $"'{shown}' is not a valid dtype.");
         }
-        return offset;
+        return dtype;
+    }
+
+    private static int ReadShape(ref Utf8JsonReader reader, string name, string filePath, SafeTensorsReadOptions options, ref ulong[] dims)
+    {
+        if (reader.TokenType != JsonTokenType.StartArray)
+        {
+            throw new SafeTensorsFormatException(filePath, name, "the entry has no array 'shape'.");
+        }
+        var rank = 0;
+        while (true)
+        {
+            StrictJson.Next(ref reader);
+            if (reader.TokenType == JsonTokenType.EndArray)
+            {
+                return rank;
+            }
+            if (rank == options.MaxRank)
+            {
+                throw new SafeTensorsFormatException(filePath, name,
+                    $"the shape has more than {options.MaxRank} dimensions, the limit (SafeTensorsReadOptions.MaxRank).");
+            }
+            var why = StrictJson.TryGetUInt64(ref reader, out var size);
+            if (why is not null)
+            {
+                throw new SafeTensorsFormatException(filePath, name, $"shape entry {rank} {why}.");
+            }
+            if (rank == dims.Length)
+            {
+                Array.Resize(ref dims, Math.Min(options.MaxRank, dims.Length * 2));
+            }
+            dims[rank++] = size;
+        }
+    }
+
+    /// <summary>
+    /// The reference's overflow rule (element count × bit size, multiplied left to right in 64 unsigned bits), then the
+    /// rule of libtorch, which must hold every shape we load: every dimension fits a signed 64-bit integer, and so do the
+    /// contiguous strides (the product of the dimensions after the first, a zero counted as one). The reference accepts
+    /// an empty tensor such as [0, 2^62, 4]; libtorch cannot create it ("Stride calculation overflowed"), so we refuse it
+    /// when the file is opened rather than when the tensor is loaded.
+    /// </summary>
+    private static long[] ToShape(ReadOnlySpan<ulong> dims, SafeTensorsDType dtype, string name, string filePath,
+        ref SafeTensorsFormatException? deferred)
+    {
+        ulong elements = 1;
+        var overflow = false;
+        foreach (var d in dims)
+        {
+            overflow |= Math.BigMul(elements, d, out elements) != 0;
+        }
+        overflow |= Math.BigMul(elements, (ulong)SafeTensorsDTypes.Size(dtype) * 8, out _) != 0;
+        if (overflow)
+        {
+            deferred ??= new SafeTensorsFormatException(filePath, name, $"the byte length of shape [{Describe(dims)}] × {dtype} overflows.");
+            return [];
+        }
+        ulong stride = 1;
+        for (var i = dims.Length - 1; i >= 1; i--)
+        {
+            if (Math.BigMul(stride, Math.Max(dims[i], 1UL), out stride) != 0 || stride > long.MaxValue)
+            {
+                deferred ??= Unrepresentable(filePath, name, dims);
+                return [];
+            }
+        }
+        var shape = dims.IsEmpty ? [] : new long[dims.Length];
+        for (var i = 0; i < dims.Length; i++)
+        {
+            if (dims[i] > long.MaxValue)
+            {
+                deferred ??= Unrepresentable(filePath, name, dims);
+                return [];
+            }
+            shape[i] = (long)dims[i];
+        }
+        return shape;
+    }
+
+    private static SafeTensorsFormatException Unrepresentable(string filePath, string name, ReadOnlySpan<ulong> dims) =>
+        new(filePath, name, $"libtorch cannot represent shape [{Describe(dims)}]: a dimension or a contiguous stride exceeds 2^63 − 1 " +
+            "(the format allows such an empty tensor; we refuse it on purpose, see docs/reliability.md).");
+
+    private static string Describe(ReadOnlySpan<ulong> dims)
+    {
+        var text = new StringBuilder();
+        for (var i = 0; i < dims.Length; i++)
+        {
+            text.Append(i == 0 ? "" : ", ").Append(dims[i].ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return text.ToString();
+    }
+
+    private static (long Begin, long End) ReadOffsets(ref Utf8JsonReader reader, string name, string filePath, ref SafeTensorsFormatException? deferred)
+    {
+        const string Rule = "the entry has no 'data_offsets' array of two integers [begin, end).";
+        if (reader.TokenType != JsonTokenType.StartArray)
+        {
+            throw new SafeTensorsFormatException(filePath, name, Rule);
+        }
+        Span<long> values = stackalloc long[2];
+        for (var i = 0; i < 2; i++)
+        {
+            StrictJson.Next(ref reader);
+            if (reader.TokenType == JsonTokenType.EndArray)
+            {
+                throw new SafeTensorsFormatException(filePath, name, Rule);
+            }
+            var which = i == 0 ? "begin" : "end";
+            var why = StrictJson.TryGetUInt64(ref reader, out var value);
+            if (why is not null)
+            {
+                throw new SafeTensorsFormatException(filePath, name, $"the {which} data offset {why}.");
+            }
+            if (value > long.MaxValue)
+            {
+                deferred ??= new SafeTensorsFormatException(filePath, name, $"the {which} data offset {value} is past any file's end.");
+                value = 0;
+            }
+            values[i] = (long)value;
+        }
+        StrictJson.Next(ref reader);
+        if (reader.TokenType != JsonTokenType.EndArray)
+        {
+            throw new SafeTensorsFormatException(filePath, name, Rule);
+        }
+        return (values[0], values[1]);
     }
 
     private static void Validate(IEnumerable<SafeTensorInfo> tensors, string filePath, long dataLength)
     {
-        var ordered = tensors
-            .OrderBy(t => t.Begin)
-            .ThenBy(t => t.End)
-            .ThenBy(t => t.Name, StringComparer.Ordinal);
+        var ordered = tensors.ToArray();
+        Array.Sort(ordered, static (a, b) => a.Begin != b.Begin ? a.Begin.CompareTo(b.Begin)
+            : a.End != b.End ? a.End.CompareTo(b.End) : string.CompareOrdinal(a.Name, b.Name));
         long expectedBegin = 0;
         foreach (var info in ordered)
         {
@@ -242,21 +451,13 @@ internal sealed class SafeTensorsHeader
                     $"data_offsets [{info.Begin}, {info.End}) leave a gap: the tensor must begin at {expectedBegin}.");
             }
 
-            long byteLength;
-            try
+            // Parse already applied the reference's overflow rule (64-bit unsigned, left to right): this cannot overflow.
+            ulong elements = 1;
+            foreach (var dimension in info.Shape)
             {
-                long elements = 1;
-                foreach (var dimension in info.Shape)
-                {
-                    elements = checked(elements * dimension);
-                }
-                byteLength = checked(elements * SafeTensorsDTypes.Size(info.DType));
+                elements *= (ulong)dimension;
             }
-            catch (OverflowException ex)
-            {
-                throw new SafeTensorsFormatException(filePath, info.Name,
-                    $"the byte length of shape [{string.Join(", ", info.Shape)}] × {info.DType} overflows.", ex);
-            }
+            var byteLength = (long)(elements * (ulong)SafeTensorsDTypes.Size(info.DType));
             if (byteLength != info.End - info.Begin)
             {
                 throw new SafeTensorsFormatException(filePath, info.Name,

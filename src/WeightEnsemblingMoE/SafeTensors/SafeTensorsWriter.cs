@@ -1,6 +1,8 @@
 using System.Buffers.Binary;
 using System.Globalization;
+using System.Security.Cryptography;
 using System.Text;
+using System.Text.RegularExpressions;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -12,7 +14,7 @@ namespace WeightEnsembling.SafeTensors;
 /// written to a temporary file in the same folder, flushed to disk, then renamed over the target; on failure the old
 /// file is left intact and the temporary file is deleted).
 /// </summary>
-public static class SafeTensorsWriter
+public static partial class SafeTensorsWriter
 {
     /// <summary>The file name of a single-file checkpoint.</summary>
     public const string SingleFileName = "model.safetensors";
@@ -40,9 +42,11 @@ public static class SafeTensorsWriter
     /// Writes tensors as a Hugging Face checkpoint in <paramref name="folder"/>: one <c>model.safetensors</c> when all
     /// tensors fit in <paramref name="maxShardBytes"/>, otherwise shards <c>model-00001-of-0000N.safetensors</c> (filled in
     /// name order; a tensor larger than the limit gets a shard of its own) plus <c>model.safetensors.index.json</c>.
-    /// Each file is written atomically; the index is written last. A checkpoint of the other layout left in the folder
-    /// by an earlier save (<c>model.safetensors</c> or the index) is deleted afterwards so that the folder opens as
-    /// what was just written.
+    /// The folder is replaced as a whole (<c>docs/reliability.md</c>): the files are written and flushed to disk in a hidden
+    /// sibling folder that is then swapped in, so a reader or a crash sees the previous checkpoint or this one, never a
+    /// mixture; the files of an earlier save (the single file, the index, shards) are gone afterwards, other files of the
+    /// folder are kept. The index records each shard's size and SHA-256 (under <c>wemoe_shards</c>), which
+    /// <see cref="SafeTensorsCheckpoint.Open(string, SafeTensorsReadOptions)"/> checks.
     /// </summary>
     /// <param name="folder">The folder (created if missing).</param>
     /// <param name="tensors">The tensors by name.</param>
@@ -57,7 +61,6 @@ public static class SafeTensorsWriter
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxShardBytes);
         var entries = Describe(tensors);
         var fullFolder = Path.GetFullPath(folder);
-        Directory.CreateDirectory(fullFolder);
 
         var shards = new List<List<Entry>> { new() };
         long current = 0;
@@ -72,23 +75,23 @@ public static class SafeTensorsWriter
             current += entry.ByteLength;
         }
 
-        var singlePath = Path.Combine(fullFolder, SingleFileName);
-        var indexPath = Path.Combine(fullFolder, IndexFileName);
+        using var writer = AtomicFolderWriter.Begin(fullFolder, IsCheckpointFile);
+        var written = new List<string>();
         if (shards.Count == 1)
         {
-            WriteFile(singlePath, shards[0], metadata);
-            File.Delete(indexPath);
-            return [singlePath];
+            WriteFile(writer.PathFor(SingleFileName), shards[0], metadata);
+            writer.Commit();
+            return [Path.Combine(fullFolder, SingleFileName)];
         }
 
-        var written = new List<string>();
         var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        var digests = new SortedDictionary<string, (long Size, string Sha256)>(StringComparer.Ordinal);
         for (var i = 0; i < shards.Count; i++)
         {
             var fileName = string.Create(CultureInfo.InvariantCulture, $"model-{i + 1:D5}-of-{shards.Count:D5}.safetensors");
-            var shardPath = Path.Combine(fullFolder, fileName);
-            WriteFile(shardPath, shards[i], metadata);
-            written.Add(shardPath);
+            var digest = WriteFile(writer.PathFor(fileName), shards[i], metadata);
+            digests.Add(fileName, digest);
+            written.Add(Path.Combine(fullFolder, fileName));
             foreach (var entry in shards[i])
             {
                 weightMap[entry.Name] = fileName;
@@ -98,13 +101,36 @@ public static class SafeTensorsWriter
         var totalSize = entries.Sum(e => e.ByteLength);
         var json = new StringBuilder();
         json.Append("{\"metadata\":{\"total_size\":").Append(totalSize.ToString(CultureInfo.InvariantCulture)).Append("},\"weight_map\":");
-        SafeTensorsJson.AppendStringMap(json, weightMap).Append("}\n");
+        SafeTensorsJson.AppendStringMap(json, weightMap).Append(",\"").Append(ShardsKey).Append("\":{");
+        var firstShard = true;
+        foreach (var (fileName, (size, sha256)) in digests)
+        {
+            json.Append(firstShard ? "" : ",");
+            firstShard = false;
+            SafeTensorsJson.AppendString(json, fileName).Append(":{\"size\":").Append(size.ToString(CultureInfo.InvariantCulture))
+                .Append(",\"sha256\":\"").Append(sha256).Append("\"}");
+        }
+        json.Append("}}\n");
         var indexBytes = SafeTensorsJson.Utf8(json.ToString(), "index");
-        WriteAtomically(indexPath, stream => stream.Write(indexBytes));
-        written.Add(indexPath);
-        File.Delete(singlePath);
+        writer.WriteFile(IndexFileName, stream => stream.Write(indexBytes));
+        writer.Commit();
+        written.Add(Path.Combine(fullFolder, IndexFileName));
         return written;
     }
+
+    /// <summary>
+    /// The index key (beside <c>metadata</c> and <c>weight_map</c>, ignored by other readers) under which
+    /// <see cref="SaveSharded"/> records each shard's size and SHA-256, so that a reader can refuse a folder whose shards
+    /// do not all belong to the index.
+    /// </summary>
+    internal const string ShardsKey = "wemoe_shards";
+
+    /// <summary>Whether a file name is one of a checkpoint's files (the single file, the index or a shard): a new save supersedes them all.</summary>
+    internal static bool IsCheckpointFile(string name) =>
+        name is SingleFileName or IndexFileName || ShardNamePattern().IsMatch(name);
+
+    [GeneratedRegex(@"^model-\d{5}-of-\d{5}\.safetensors$", RegexOptions.CultureInvariant)]
+    private static partial Regex ShardNamePattern();
 
     private static List<Entry> Describe(IReadOnlyDictionary<string, Tensor> tensors)
     {
@@ -132,7 +158,8 @@ public static class SafeTensorsWriter
         return entries;
     }
 
-    private static void WriteFile(string path, List<Entry> entries, IReadOnlyDictionary<string, string>? metadata)
+    /// <summary>Writes one file atomically; returns its size and SHA-256 (lowercase hex).</summary>
+    private static (long Size, string Sha256) WriteFile(string path, List<Entry> entries, IReadOnlyDictionary<string, string>? metadata)
     {
         var json = new StringBuilder();
         json.Append('{');
@@ -166,14 +193,19 @@ public static class SafeTensorsWriter
         headerText.CopyTo(header, 8);
         header.AsSpan(8 + headerText.Length).Fill((byte)' ');
 
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        long size = 0;
         WriteAtomically(path, stream =>
         {
-            stream.Write(header);
+            using var hashing = new HashingStream(stream, hash);
+            hashing.Write(header);
             foreach (var entry in entries)
             {
-                WriteTensor(stream, entry);
+                WriteTensor(hashing, entry);
             }
+            size = hashing.Length;
         });
+        return (size, Convert.ToHexStringLower(hash.GetHashAndReset()));
     }
 
     private static void WriteTensor(Stream stream, Entry entry)
@@ -208,6 +240,7 @@ public static class SafeTensorsWriter
                 stream.Flush(flushToDisk: true);
             }
             File.Move(temp, path, overwrite: true);
+            Durability.FlushFolder(folder);
         }
         catch
         {
