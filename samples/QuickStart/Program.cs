@@ -194,18 +194,22 @@ foreach (var task in test)
     table.AddColumn(new TableColumn(task.Name).RightAligned());
 }
 
-table.AddColumn(new TableColumn("[bold]Avg.[/]").RightAligned()).AddColumn(new TableColumn("time").RightAligned()).AddColumn("detail");
+table.AddColumn(new TableColumn("[bold]Avg.[/]").RightAligned()).AddColumn(new TableColumn("time").RightAligned());
 foreach (var (report, elapsed, detail) in results)
 {
     var cells = new List<string> { report.Method };
     cells.AddRange(report.Scores.Select(s => $"{s.Accuracy * 100:F1}"));
     cells.Add($"[bold]{report.AverageAccuracy * 100:F1}[/]");
     cells.Add($"{elapsed.TotalSeconds:F0} s");
-    cells.Add(Markup.Escape(detail));
     table.AddRow(cells.ToArray());
 }
 
 AnsiConsole.Write(table);
+foreach (var (report, _, detail) in results.Where(r => r.Detail.Length > 0))
+{
+    AnsiConsole.MarkupLine($"  {Markup.Escape(report.Method)}: {Markup.Escape(detail)}");
+}
+
 double Average(string method) => results.Single(r => r.Report.Method == method).Report.AverageAccuracy * 100;
 AnsiConsole.MarkupLine(
     $"One WEMoE model for all six tasks: {Average("WEMoE (2-layer)"):F1}% on average; task arithmetic "
