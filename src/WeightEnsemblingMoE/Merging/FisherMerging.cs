@@ -120,19 +120,7 @@ public static class FisherMerging
         ILogger? logger = null)
     {
         DataAwareMergeSupport.CheckModelsAndData(finetuned, datasets);
-        ArgumentNullException.ThrowIfNull(heads);
-        options ??= new FisherMergingOptions();
-        options.Validate();
-        if (heads.Count != finetuned.Count)
-        {
-            throw new ArgumentException($"{finetuned.Count} models need {finetuned.Count} heads; got {heads.Count}.", nameof(heads));
-        }
-
-        for (int t = 0; t < heads.Count; t++)
-        {
-            CheckTask(heads[t] ?? throw new ArgumentException($"Head {t} is null.", nameof(heads)), datasets[t], options, $"Dataset {t}", nameof(datasets));
-        }
-
+        options = CheckHeads(finetuned.Count, heads, datasets, options);
         return RunCore(finetuned.Count, t => (finetuned[t], false), heads, datasets, options, progress, cancellationToken, logger, merged => DataAwareMergeSupport.Build(finetuned[0], merged));
     }
 
@@ -165,18 +153,7 @@ public static class FisherMerging
             throw new ArgumentException($"{modelPool.ExpertCount} experts need {modelPool.ExpertCount} datasets; got {datasets.Count}.", nameof(datasets));
         }
 
-        options ??= new FisherMergingOptions();
-        options.Validate();
-        if (heads.Count != modelPool.ExpertCount)
-        {
-            throw new ArgumentException($"{modelPool.ExpertCount} experts need {modelPool.ExpertCount} heads; got {heads.Count}.", nameof(heads));
-        }
-
-        for (int t = 0; t < heads.Count; t++)
-        {
-            CheckTask(heads[t] ?? throw new ArgumentException($"Head {t} is null.", nameof(heads)), datasets[t], options, $"Dataset {t}", nameof(datasets));
-        }
-
+        options = CheckHeads(modelPool.ExpertCount, heads, datasets, options);
         return RunCore(modelPool.ExpertCount, t => (modelPool.LoadExpertModel(t), true), heads, datasets, options, progress, cancellationToken, logger, modelPool.BuildModel);
     }
 
@@ -202,6 +179,25 @@ public static class FisherMerging
             sums.Result,
             build,
             logger ?? NullLogger.Instance);
+    }
+
+    // One head per model, each fitting its dataset; returns the validated options.
+    private static FisherMergingOptions CheckHeads(int count, IReadOnlyList<TaskHead> heads, IReadOnlyList<TaskDataset> datasets, FisherMergingOptions? options)
+    {
+        ArgumentNullException.ThrowIfNull(heads);
+        options ??= new FisherMergingOptions();
+        options.Validate();
+        if (heads.Count != count)
+        {
+            throw new ArgumentException($"{count} models need {count} heads; got {heads.Count}.", nameof(heads));
+        }
+
+        for (int t = 0; t < heads.Count; t++)
+        {
+            CheckTask(heads[t] ?? throw new ArgumentException($"Head {t} is null.", nameof(heads)), datasets[t], options, $"Dataset {t}", nameof(datasets));
+        }
+
+        return options;
     }
 
     private static void CheckTask(TaskHead head, TaskDataset dataset, FisherMergingOptions options, string label, string paramName)

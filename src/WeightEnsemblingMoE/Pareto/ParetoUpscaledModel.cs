@@ -130,29 +130,8 @@ public sealed class ParetoUpscaledModel : IDisposable
     /// <param name="modelPool">The pool the routers were trained on.</param>
     /// <returns>The model; the caller owns it.</returns>
     /// <exception cref="InvalidDataException">The folder is not a saved PWEMoE model, or the pool differs; the message names every difference.</exception>
-    public static ParetoUpscaledModel FromPretrained(string folder, ModelPool modelPool)
-    {
-        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
-        ArgumentNullException.ThrowIfNull(modelPool);
-        var saved = UpscaledModelParts.ReadConfig(folder);
-        if (saved.Method != "PWEMoE")
-        {
-            throw new InvalidDataException($"'{folder}' holds a {saved.Method} model, not PWEMoE.");
-        }
-
-        UpscaledModelParts.CheckPool(folder, saved, modelPool);
-        var model = ModelUpscaler.For(modelPool).WithOptions(saved.ToOptions()).BuildPareto();
-        try
-        {
-            model.LoadPretrained(folder);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-    }
+    public static ParetoUpscaledModel FromPretrained(string folder, ModelPool modelPool) =>
+        UpscaledModelParts.FromPretrained(folder, modelPool, ["PWEMoE"], u => u.BuildPareto(), (model, path) => model.LoadPretrained(path));
 
     /// <summary>Parameter counts: trainable (routers), total (with task vectors) and bytes.</summary>
     /// <returns>The counts.</returns>

@@ -148,29 +148,8 @@ public sealed class UpscaledModel : IDisposable
     /// <param name="modelPool">The pool of the pre-trained model and experts the routers were trained on.</param>
     /// <returns>The model; the caller owns it.</returns>
     /// <exception cref="InvalidDataException">The folder is not a saved WEMoE / E-WEMoE model, or the pool differs; the message names every difference.</exception>
-    public static UpscaledModel FromPretrained(string folder, ModelPool modelPool)
-    {
-        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
-        ArgumentNullException.ThrowIfNull(modelPool);
-        var saved = UpscaledModelParts.ReadConfig(folder);
-        if (saved.Method is not ("WEMoE" or "E-WEMoE"))
-        {
-            throw new InvalidDataException($"'{folder}' holds a {saved.Method} model, not WEMoE or E-WEMoE.");
-        }
-
-        UpscaledModelParts.CheckPool(folder, saved, modelPool);
-        var model = ModelUpscaler.For(modelPool).WithOptions(saved.ToOptions()).Build();
-        try
-        {
-            model.LoadPretrained(folder);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-    }
+    public static UpscaledModel FromPretrained(string folder, ModelPool modelPool) =>
+        UpscaledModelParts.FromPretrained(folder, modelPool, ["WEMoE", "E-WEMoE"], u => u.Build(), (model, path) => model.LoadPretrained(path));
 
     /// <summary>The routing weights [B, T] of the last forward pass, by module path (absent before the first forward).</summary>
     /// <returns>The routing weights, owned by the modules: copy them to keep them past the next forward pass.</returns>

@@ -203,4 +203,33 @@ internal static class UpscaledModelParts
 
         return UpscaledModelConfig.FromFile(Path.Combine(folder, UpscaledModelConfig.FileName));
     }
+
+    /// <summary>
+    /// Rebuilds a saved model over a pool: reads the configuration, checks its method and the pool (before anything is
+    /// built), builds the model with the saved options and loads the saved weights; disposes the model on failure.
+    /// </summary>
+    public static T FromPretrained<T>(string folder, Models.ModelPool modelPool, string[] methods, Func<ModelUpscaler, T> build, Action<T, string> load)
+        where T : IDisposable
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        ArgumentNullException.ThrowIfNull(modelPool);
+        var saved = ReadConfig(folder);
+        if (!methods.Contains(saved.Method, StringComparer.Ordinal))
+        {
+            throw new InvalidDataException($"'{folder}' holds a {saved.Method} model, not {string.Join(" or ", methods)}.");
+        }
+
+        CheckPool(folder, saved, modelPool);
+        var model = build(ModelUpscaler.For(modelPool).WithOptions(saved.ToOptions()));
+        try
+        {
+            load(model, folder);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
 }
