@@ -15,12 +15,10 @@ public sealed class ClipAttention : nn.Module<Tensor, Tensor>, IMergeableModule
 {
     private static readonly string[] LayerNames = ["q_proj", "k_proj", "v_proj", "out_proj"];
 
-#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
     private readonly Linear q_proj;
     private readonly Linear k_proj;
     private readonly Linear v_proj;
     private readonly Linear out_proj;
-#pragma warning restore IDE1006
 
     /// <summary>Creates an attention block with randomly initialised projections.</summary>
     /// <param name="hiddenSize">The width D.</param>

@@ -7,9 +7,7 @@ namespace WeightEnsembling.Clip;
 /// <summary>The stack of encoder layers of a CLIP vision or text tower (HF <c>CLIPEncoder</c>; state-dict key <c>layers.{i}</c>).</summary>
 public sealed class ClipEncoder : nn.Module<Tensor, Tensor>
 {
-#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
     private readonly ModuleList<ClipEncoderLayer> layers;
-#pragma warning restore IDE1006
 
     /// <summary>Creates <c>num_hidden_layers</c> encoder layers with randomly initialised parameters.</summary>
     /// <param name="config">The architecture.</param>

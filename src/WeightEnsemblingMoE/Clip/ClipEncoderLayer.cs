@@ -12,12 +12,10 @@ namespace WeightEnsembling.Clip;
 /// </summary>
 public sealed class ClipEncoderLayer : nn.Module<Tensor, Tensor>
 {
-#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
     private nn.Module<Tensor, Tensor> self_attn;
     private readonly LayerNorm layer_norm1;
     private nn.Module<Tensor, Tensor> mlp;
     private readonly LayerNorm layer_norm2;
-#pragma warning restore IDE1006
 
     /// <summary>Creates an encoder layer of the given architecture with randomly initialised parameters.</summary>
     /// <param name="config">The architecture.</param>

@@ -12,10 +12,8 @@ public sealed class ClipMlp : nn.Module<Tensor, Tensor>, IMergeableModule
 {
     private static readonly string[] LayerNames = ["fc1", "fc2"];
 
-#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
     private readonly Linear fc1;
     private readonly Linear fc2;
-#pragma warning restore IDE1006
 
     /// <summary>Creates an MLP with randomly initialised layers.</summary>
     /// <param name="hiddenSize">The input and output width D.</param>

@@ -20,9 +20,7 @@ public sealed class ClipModel : nn.Module<Tensor, Tensor, ClipOutput>
     // RegisterComponents (which would register them as extra submodules) is not called.
     private readonly ClipTextModel _text;
     private readonly ClipVisionModel _vision;
-#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
     private readonly Parameter logit_scale;
-#pragma warning restore IDE1006
 
     /// <summary>Creates a model of the given architecture with randomly initialised parameters.</summary>
     /// <param name="config">The architecture; <c>logit_scale</c> starts at <see cref="ClipConfig.LogitScaleInitValue"/>.</param>

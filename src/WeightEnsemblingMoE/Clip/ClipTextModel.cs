@@ -12,10 +12,8 @@ namespace WeightEnsembling.Clip;
 /// </summary>
 public sealed class ClipTextModel : nn.Module<Tensor, ClipTextOutput>
 {
-#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
     private readonly ClipTextTransformer text_model;
     private readonly Linear? text_projection;
-#pragma warning restore IDE1006
 
     /// <summary>Creates a model of the given architecture with randomly initialised parameters.</summary>
     /// <param name="config">The architecture.</param>

@@ -13,11 +13,9 @@ namespace WeightEnsembling.Clip;
 /// </summary>
 public sealed class ClipTextTransformer : nn.Module<Tensor, ClipTextOutput>
 {
-#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
     private readonly ClipTextEmbeddings embeddings;
     private readonly ClipEncoder encoder;
     private readonly LayerNorm final_layer_norm;
-#pragma warning restore IDE1006
 
     /// <summary>Creates a text transformer of the given architecture with randomly initialised parameters.</summary>
     /// <param name="config">The architecture.</param>

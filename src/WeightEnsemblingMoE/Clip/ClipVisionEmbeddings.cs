@@ -12,11 +12,9 @@ namespace WeightEnsembling.Clip;
 /// </summary>
 public sealed class ClipVisionEmbeddings : nn.Module<Tensor, Tensor>
 {
-#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
     private readonly Parameter class_embedding;
     private readonly Conv2d patch_embedding;
     private readonly Embedding position_embedding;
-#pragma warning restore IDE1006
 
     /// <summary>Creates the embeddings of the given architecture with randomly initialised parameters.</summary>
     /// <param name="config">The architecture.</param>

@@ -13,10 +13,8 @@ namespace WeightEnsembling.Clip;
 /// </summary>
 public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
 {
-#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
     private readonly ClipVisionTransformer vision_model;
     private readonly Linear? visual_projection;
-#pragma warning restore IDE1006
 
     /// <summary>Creates a model of the given architecture with randomly initialised parameters.</summary>
     /// <param name="config">The architecture.</param>

@@ -10,12 +10,10 @@ namespace WeightEnsembling.Clip;
 /// </summary>
 public sealed class ClipVisionTransformer : nn.Module<Tensor, ClipVisionOutput>
 {
-#pragma warning disable IDE1006 // Field names mirror the HF state-dict keys.
     private readonly ClipVisionEmbeddings embeddings;
     private readonly LayerNorm pre_layrnorm;
     private readonly ClipEncoder encoder;
     private readonly LayerNorm post_layernorm;
-#pragma warning restore IDE1006
 
     /// <summary>Creates a vision transformer of the given architecture with randomly initialised parameters.</summary>
     /// <param name="config">The architecture.</param>

@@ -6,9 +6,7 @@ namespace WeightEnsembling.TaskVectors;
 /// <summary>Task vectors stored as one stacked dense tensor of shape [T, ...] (a frozen buffer named <c>task_vectors</c>).</summary>
 public sealed class DenseTaskVectorStorage : TaskVectorStorage
 {
-#pragma warning disable IDE1006 // Buffer names mirror PyTorch state-dict keys.
     private readonly Tensor task_vectors;
-#pragma warning restore IDE1006
 
     /// <summary>Creates a dense storage holding a copy of <paramref name="taskVectors"/>.</summary>
     /// <param name="taskVectors">The stacked task vectors, shape [T, ...]; copied, never disposed or aliased.</param>

@@ -11,11 +11,9 @@ namespace WeightEnsembling.TaskVectors;
 /// </summary>
 public sealed class LowRankTaskVectorStorage : TaskVectorStorage
 {
-#pragma warning disable IDE1006 // Buffer names mirror PyTorch state-dict keys.
     private readonly Tensor u_s;
     private readonly Tensor v;
     private readonly Tensor rank_tasks;
-#pragma warning restore IDE1006
     private readonly int[] ranks;
 
     /// <summary>Factorises and stores <paramref name="taskVectors"/> (2-D, one per task, all of one shape; not modified).</summary>

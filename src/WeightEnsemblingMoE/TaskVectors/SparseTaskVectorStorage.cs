@@ -34,10 +34,8 @@ namespace WeightEnsembling.TaskVectors;
 /// </remarks>
 public sealed class SparseTaskVectorStorage : TaskVectorStorage
 {
-#pragma warning disable IDE1006 // Buffer names mirror PyTorch state-dict keys.
     private readonly Tensor values;
     private readonly Tensor mask;
-#pragma warning restore IDE1006
     private readonly long elementsPerTask;
     private readonly long maskBytesPerTask;
 
