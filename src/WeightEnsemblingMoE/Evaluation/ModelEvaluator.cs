@@ -117,7 +117,7 @@ public static class ModelEvaluator
             }
         }
 
-        var pairs = tasks.Select(t => (t.Data, (Func<Tensor, Tensor>)(images => t.Head.forward(features(images)))));
+        var pairs = tasks.Select(t => (t.Data, (Func<Tensor, Tensor>)(images => t.Logits(images, features))));
         var report = TaskEvaluator.Evaluate(method, pairs, batchSize, progress, cancellationToken);
         return report;
     }

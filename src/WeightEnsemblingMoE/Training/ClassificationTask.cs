@@ -1,4 +1,5 @@
 using WeightEnsembling.Tasks;
+using static TorchSharp.torch;
 
 namespace WeightEnsembling.Training;
 
@@ -53,6 +54,29 @@ public sealed record ClassificationTask(string Name, TaskDataset Data, TaskHead 
                     $"Task '{task.Name}': the head has {task.Head.ClassCount} classes but the dataset '{task.Data.Name}' has {task.Data.ClassCount}.",
                     parameterName);
             }
+        }
+    }
+
+    /// <summary>
+    /// The head's logits on <paramref name="images"/> through <paramref name="features"/>, with errors that name this task:
+    /// integer (un-normalised) images and a head whose width does not fit the features are refused.
+    /// </summary>
+    internal Tensor Logits(Tensor images, Func<Tensor, Tensor> features)
+    {
+        if (!images.is_floating_point())
+        {
+            throw new ArgumentException(
+                $"Task '{Name}': dataset '{Data.Name}' yields {images.dtype} images; the model needs normalised floating-point pixels (ClipImageProcessor or ImageTransform make them).");
+        }
+
+        var imageFeatures = features(images);
+        try
+        {
+            return Head.forward(imageFeatures);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"Task '{Name}': {e.Message}", e);
         }
     }
 }

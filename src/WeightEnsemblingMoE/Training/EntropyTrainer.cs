@@ -57,6 +57,17 @@ public sealed class EntropyTrainer : ITestTimeAdapter
         options ??= defaultOptions ?? new TestTimeAdaptationOptions();
         options.Validate();
         options = options.Clone();
+        if (options.CheckpointPath is { } checkpointPath)
+        {
+            string? checkpointFolder = Path.GetDirectoryName(Path.GetFullPath(checkpointPath));
+            if (checkpointFolder is not null && !Directory.Exists(checkpointFolder))
+            {
+                throw new ArgumentException(
+                    $"{nameof(TestTimeAdaptationOptions.CheckpointPath)} '{checkpointPath}' is in a folder that does not exist ('{checkpointFolder}'): create it before training, not after.",
+                    nameof(options));
+            }
+        }
+
         var parameters = model.NamedTrainableParameters();
         if (parameters.Count == 0)
         {
@@ -156,7 +167,7 @@ public sealed class EntropyTrainer : ITestTimeAdapter
             streams[i].MoveNext();
             using var batch = streams[i].Current;
             var task = tasks[i];
-            var logits = task.Head.forward(model.Features(batch.Images));
+            var logits = task.Logits(batch.Images, model.Features);
             var loss = EntropyLoss.Compute(logits);
             double value = loss.item<float>();
             if (!double.IsFinite(value))
