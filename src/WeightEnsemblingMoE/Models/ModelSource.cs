@@ -1,4 +1,5 @@
 using WeightEnsembling.Clip;
+using WeightEnsembling.Interop;
 using WeightEnsembling.SafeTensors;
 using static TorchSharp.torch;
 
@@ -14,6 +15,7 @@ internal sealed class ModelSource
 {
     private readonly Dictionary<string, Tensor>? parameters;
     private readonly string? folder;
+    private readonly bool pytorchWeights;
     private readonly Dictionary<string, long[]> shapes;
     private readonly Dictionary<string, bool> floating;
 
@@ -27,6 +29,25 @@ internal sealed class ModelSource
         {
             shapes = parameters.ToDictionary(p => p.Key, p => p.Value.shape, StringComparer.Ordinal);
             floating = parameters.ToDictionary(p => p.Key, p => p.Value.is_floating_point(), StringComparer.Ordinal);
+        }
+        else if (IsPyTorchFolder(folder!))
+        {
+            // pytorch_model.bin: the reader holds a whole file in memory, so the shapes are taken once here and the file is
+            // read again, and released, by each read session.
+            pytorchWeights = true;
+            var (tensors, _) = TorchCheckpointReader.ReadPyTorchFolder(folder!);
+            try
+            {
+                shapes = tensors.ToDictionary(p => p.Key, p => p.Value.shape, StringComparer.Ordinal);
+                floating = tensors.ToDictionary(p => p.Key, p => p.Value.is_floating_point(), StringComparer.Ordinal);
+            }
+            finally
+            {
+                foreach (var tensor in tensors.Values)
+                {
+                    tensor.Dispose();
+                }
+            }
         }
         else
         {
@@ -54,7 +75,10 @@ internal sealed class ModelSource
     public static ModelSource FromModel(ClipVisionModel model, string description) =>
         new(description, model.Config, model, null);
 
-    /// <summary>Opens a Hugging Face folder (config.json plus model.safetensors or a sharded index): reads the config and the tensor headers only.</summary>
+    /// <summary>
+    /// Opens a Hugging Face folder (config.json plus model.safetensors or a sharded index: the config and the tensor headers
+    /// are read now; or, without safetensors, pytorch_model.bin or its sharded index, read whole by each session).
+    /// </summary>
     public static ModelSource FromFolder(string folder, string description)
     {
         if (!Directory.Exists(folder))
@@ -76,10 +100,23 @@ internal sealed class ModelSource
     public bool IsFloatingPoint(string name) => floating[name];
 
     /// <summary>Opens a read session; dispose it when done with this model for a while.</summary>
-    public Session Open() => new(this, folder is null ? null : SafeTensorsCheckpoint.Open(folder));
+    public Session Open()
+    {
+        if (folder is null)
+        {
+            return new(this, null, null);
+        }
+
+        return pytorchWeights ? new(this, null, TorchCheckpointReader.ReadPyTorchFolder(folder).Tensors) : new(this, SafeTensorsCheckpoint.Open(folder), null);
+    }
+
+    private static bool IsPyTorchFolder(string folder) =>
+        !File.Exists(Path.Combine(folder, SafeTensorsWriter.SingleFileName))
+        && !File.Exists(Path.Combine(folder, SafeTensorsWriter.IndexFileName))
+        && TorchCheckpointReader.HasPyTorchWeights(folder);
 
     /// <summary>A read session over one model.</summary>
-    internal sealed class Session(ModelSource source, SafeTensorsCheckpoint? checkpoint) : IDisposable
+    internal sealed class Session(ModelSource source, SafeTensorsCheckpoint? checkpoint, Dictionary<string, Tensor>? pickled) : IDisposable
     {
         /// <summary>
         /// The tensor <paramref name="name"/> as float32, checked to be finite. The caller disposes the returned handle (for
@@ -87,7 +124,9 @@ internal sealed class ModelSource
         /// </summary>
         public Tensor Load(string name)
         {
-            Tensor tensor = source.parameters is not null ? source.parameters[name].detach() : checkpoint!.Load(name);
+            Tensor tensor = source.parameters is not null ? source.parameters[name].detach()
+                : pickled is not null ? pickled[name].detach()
+                : checkpoint!.Load(name);
             if (!tensor.is_floating_point())
             {
                 tensor.Dispose();
@@ -111,6 +150,14 @@ internal sealed class ModelSource
         }
 
         /// <inheritdoc />
-        public void Dispose() => checkpoint?.Dispose();
+        public void Dispose()
+        {
+            checkpoint?.Dispose();
+            foreach (var tensor in pickled?.Values ?? Enumerable.Empty<Tensor>())
+            {
+                // The handles returned by Load share storage with these and stay valid (libtorch counts references).
+                tensor.Dispose();
+            }
+        }
     }
 }

@@ -138,6 +138,27 @@ public sealed class ModelPoolTests
     }
 
     [Test]
+    public void FromFolders_PyTorchBinExperts_SameWeightsAsSafetensors()
+    {
+        for (int t = 0; t < experts.Length; t++)
+        {
+            string bin = Path.Combine(root, $"bin{t}");
+            Directory.CreateDirectory(bin);
+            File.Copy(Path.Combine(root, $"task{t}", "config.json"), Path.Combine(bin, "config.json"));
+            WeightEnsembling.Interop.TorchCheckpointWriter.Save(Path.Combine(bin, "pytorch_model.bin"), experts[t].state_dict());
+        }
+
+        var binPool = ModelPool.FromFolders(Path.Combine(root, "base"), Enumerable.Range(0, 3).Select(t => Path.Combine(root, $"bin{t}")), ["task0", "task1", "task2"]);
+        Assert.That(binPool.Fingerprint(), Is.EqualTo(FolderPool().Fingerprint()).Using<ModelPoolFingerprint>((a, b) => a.Pretrained == b.Pretrained && a.TaskVectors.SequenceEqual(b.TaskVectors)));
+        using var fromBin = ModelMerging.TaskArithmetic(binPool, 0.3);
+        using var fromSafetensors = ModelMerging.TaskArithmetic(FolderPool(), 0.3);
+        foreach (var (key, tensor) in fromSafetensors.state_dict())
+        {
+            Assert.That(TinyClip.BitEqual(fromBin.state_dict()[key], tensor), key);
+        }
+    }
+
+    [Test]
     public void LoadExpertModel_EqualsExpert()
     {
         using var loaded = FolderPool().LoadExpertModel(1);
