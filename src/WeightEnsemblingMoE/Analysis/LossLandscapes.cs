@@ -1,4 +1,5 @@
 using WeightEnsembling.Clip;
+using WeightEnsembling.Models;
 using WeightEnsembling.Evaluation;
 using WeightEnsembling.Merging;
 using WeightEnsembling.Tasks;
@@ -61,12 +62,12 @@ public static class LossLandscapes
             throw new ArgumentException($"Task '{duplicate.Key}' appears {duplicate.Count()} times; give each dataset its own name.", nameof(tasks));
         }
 
+        var modelPool = ModelPool.FromModels(pretrained, [finetuned1, finetuned2], [nameof(finetuned1), nameof(finetuned2)]);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var theta0 = Floating(pretrained.state_dict());
-        var tau1 = TaskVector(theta0, finetuned1.state_dict(), nameof(finetuned1));
-        var tau2 = TaskVector(theta0, finetuned2.state_dict(), nameof(finetuned2));
-        using var model = ModelMerging.WithWeights(pretrained, pretrained.state_dict());
+        var (theta0, taskVectors) = PlaneOf(modelPool);
+        var (tau1, tau2) = (taskVectors[0], taskVectors[1]);
+        using var model = modelPool.BuildModel(theta0);
         var target = model.state_dict();
 
         var points = new List<LossLandscapePoint>(lambdas.Length * lambdas.Length);
@@ -120,12 +121,11 @@ public static class LossLandscapes
         ArgumentNullException.ThrowIfNull(merged);
         ArgumentException.ThrowIfNullOrWhiteSpace(label);
 
+        var modelPool = ModelPool.FromModels(pretrained, [finetuned1, finetuned2, merged], [nameof(finetuned1), nameof(finetuned2), nameof(merged)]);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var theta0 = Floating(pretrained.state_dict());
-        var tau1 = TaskVector(theta0, finetuned1.state_dict(), nameof(finetuned1));
-        var tau2 = TaskVector(theta0, finetuned2.state_dict(), nameof(finetuned2));
-        var delta = TaskVector(theta0, merged.state_dict(), nameof(merged));
+        var (theta0, taskVectors) = PlaneOf(modelPool);
+        var (tau1, tau2, delta) = (taskVectors[0], taskVectors[1], taskVectors[2]);
 
         double a11 = 0, a12 = 0, a22 = 0, b1 = 0, b2 = 0, dd = 0;
         foreach (var name in theta0.Keys)
@@ -155,30 +155,13 @@ public static class LossLandscapes
         return new LandscapeMarker(label, lambda1, lambda2, residual);
     }
 
-    private static Dictionary<string, Tensor> Floating(Dictionary<string, Tensor> stateDict) =>
-        stateDict.Where(e => e.Value.is_floating_point()).ToDictionary(e => e.Key, e => e.Value.detach(), StringComparer.Ordinal);
-
-    private static Dictionary<string, Tensor> TaskVector(Dictionary<string, Tensor> theta0, Dictionary<string, Tensor> other, string what)
+    // θ_0 and every τ_t of the pool, kept in the caller's dispose scope (the pool's own handles are released expert by expert).
+    private static (Dictionary<string, Tensor> Theta0, List<Dictionary<string, Tensor>> TaskVectors) PlaneOf(ModelPool modelPool)
     {
-        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (name, weight) in theta0)
-        {
-            if (!other.TryGetValue(name, out var tensor))
-            {
-                throw new ArgumentException($"Model '{what}' has no tensor '{name}', which the pre-trained model has.", what);
-            }
-            if (!tensor.shape.SequenceEqual(weight.shape))
-            {
-                throw new ArgumentException($"Tensor '{name}' of model '{what}' has shape [{string.Join(", ", tensor.shape)}], the pre-trained model's [{string.Join(", ", weight.shape)}].", what);
-            }
-            var difference = tensor.detach().to_type(weight.dtype) - weight;
-            if (!difference.isfinite().all().item<bool>())
-            {
-                throw new ArgumentException($"Tensor '{name}' of model '{what}' holds NaN or infinity.", what);
-            }
-            result[name] = difference;
-        }
-
-        return result;
+        var theta0 = modelPool.LoadPretrained();
+        var taskVectors = modelPool.TaskVectors(theta0)
+            .Select(tau => tau.ToDictionary(t => t.Key, t => t.Value.clone(), StringComparer.Ordinal))
+            .ToList();
+        return (theta0, taskVectors);
     }
 }
