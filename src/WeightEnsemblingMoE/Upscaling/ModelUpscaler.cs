@@ -417,9 +417,10 @@ public sealed class ModelUpscaler
         using var noGrad = no_grad();
         var upscaledKeys = modelPool.Keys.Where(isUpscaled).ToArray();
         var mergedKeys = modelPool.Keys.Where(k => !isUpscaled(k)).ToArray();
-        foreach (var weights in new[] { modelPool.LoadPretrained(upscaledKeys), modelPool.TaskArithmetic(options.InitLambda, mergedKeys) })
+        // One after the other, so that θ_0 of the upscaled modules is copied and released before task arithmetic runs.
+        foreach (var read in new Func<Dictionary<string, Tensor>>[] { () => modelPool.LoadPretrained(upscaledKeys), () => modelPool.TaskArithmetic(options.InitLambda, mergedKeys) })
         {
-            foreach (var (key, tensor) in weights)
+            foreach (var (key, tensor) in read())
             {
                 targets[key].copy_(tensor);
                 tensor.Dispose();
