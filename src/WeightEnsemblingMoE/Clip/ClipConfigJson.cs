@@ -14,6 +14,18 @@ internal static class ClipConfigJson
     /// <summary>The options every CLIP config is written with.</summary>
     internal static readonly JsonSerializerOptions WriteOptions = new() { WriteIndented = true };
 
+    /// <summary>A flat config.json: <c>architectures</c> first, then <paramref name="keys"/>, indented.</summary>
+    internal static string WithArchitecture(string architecture, JsonObject keys)
+    {
+        var json = new JsonObject { ["architectures"] = new JsonArray(architecture) };
+        foreach (var (key, value) in keys)
+        {
+            json[key] = value?.DeepClone();
+        }
+
+        return json.ToJsonString(WriteOptions);
+    }
+
     /// <summary>Parses JSON text that must be an object.</summary>
     internal static JsonObject ParseObject(string json)
     {

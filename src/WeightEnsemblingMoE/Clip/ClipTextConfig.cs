@@ -118,19 +118,8 @@ public sealed record ClipTextConfig
     /// </summary>
     /// <param name="withProjection">Whether the model has a <c>text_projection</c> (sets <c>architectures</c>).</param>
     /// <returns>The indented JSON text.</returns>
-    public string ToJson(bool withProjection = false)
-    {
-        var json = new JsonObject
-        {
-            ["architectures"] = new JsonArray(withProjection ? "CLIPTextModelWithProjection" : "CLIPTextModel"),
-        };
-        foreach (var (key, value) in ToJsonObject())
-        {
-            json[key] = value?.DeepClone();
-        }
-
-        return json.ToJsonString(ClipConfigJson.WriteOptions);
-    }
+    public string ToJson(bool withProjection = false) =>
+        ClipConfigJson.WithArchitecture(withProjection ? "CLIPTextModelWithProjection" : "CLIPTextModel", ToJsonObject());
 
     /// <summary>The text keys as written in a flat config or under a full config's <c>text_config</c>.</summary>
     internal JsonObject ToJsonObject()

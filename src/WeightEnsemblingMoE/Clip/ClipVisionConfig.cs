@@ -161,19 +161,8 @@ public sealed record ClipVisionConfig
     /// </summary>
     /// <param name="withProjection">Whether the model has a <c>visual_projection</c> (sets <c>architectures</c>).</param>
     /// <returns>The indented JSON text.</returns>
-    public string ToJson(bool withProjection = false)
-    {
-        var json = new JsonObject
-        {
-            ["architectures"] = new JsonArray(withProjection ? "CLIPVisionModelWithProjection" : "CLIPVisionModel"),
-        };
-        foreach (var (key, value) in ToJsonObject())
-        {
-            json[key] = value?.DeepClone();
-        }
-
-        return json.ToJsonString(ClipConfigJson.WriteOptions);
-    }
+    public string ToJson(bool withProjection = false) =>
+        ClipConfigJson.WithArchitecture(withProjection ? "CLIPVisionModelWithProjection" : "CLIPVisionModel", ToJsonObject());
 
     /// <summary>The vision keys as written in a flat config or under a full config's <c>vision_config</c>.</summary>
     internal JsonObject ToJsonObject()
