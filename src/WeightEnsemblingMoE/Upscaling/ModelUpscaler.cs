@@ -184,6 +184,18 @@ public sealed class ModelUpscaler
         return this;
     }
 
+    /// <summary>
+    /// Keeps the pre-trained <c>visual_projection</c> (FusionBench's recipe) instead of merging it by task arithmetic with
+    /// the other non-upscaled weights; see <see cref="ModelUpscalerOptions.PretrainedProjection"/>.
+    /// </summary>
+    /// <param name="pretrained">Whether to keep the pre-trained projection. The default value is <see langword="true"/>.</param>
+    /// <returns>This upscaler.</returns>
+    public ModelUpscaler WithPretrainedProjection(bool pretrained = true)
+    {
+        options.PretrainedProjection = pretrained;
+        return this;
+    }
+
     /// <summary>Sets the seed of the routers' initialisation.</summary>
     /// <param name="seed">The seed.</param>
     /// <returns>This upscaler.</returns>
@@ -269,7 +281,8 @@ public sealed class ModelUpscaler
             phase.Restart();
             var prefixes = layers.SelectMany(l => ModulePaths(l)).ToArray();
             bool IsUpscaled(string key) => prefixes.Any(p => key.StartsWith(p + ".", StringComparison.Ordinal));
-            LoadBaseWeights(result, modelPool, IsUpscaled);
+            bool KeepsPretrained(string key) => IsUpscaled(key) || (options.PretrainedProjection && key == ProjectionKey);
+            LoadBaseWeights(result, modelPool, KeepsPretrained);
             Log.UpscalePhase(logger, "merge base weights", phase.Elapsed.TotalMilliseconds);
 
             using var generator = new Generator(unchecked((ulong)options.Seed));
@@ -345,6 +358,8 @@ public sealed class ModelUpscaler
             layerIndex: options.PositionEncoding ? layer : null);
     }
 
+    private const string ProjectionKey = "visual_projection.weight";
+
     private void ThrowIfPool()
     {
         if (pool is not null)
@@ -400,13 +415,14 @@ public sealed class ModelUpscaler
 
     private IEnumerable<string> ModulePaths(int layer) => ModuleTargets(layer).Select(t => t.Path);
 
-    // Upscaled modules keep θ_0 as their base; every other tensor becomes θ_0 + λ Σ_t (θ_t − θ_0), read from the pool.
-    private void LoadBaseWeights(ClipVisionModel result, ModelPool modelPool, Func<string, bool> isUpscaled)
+    // Upscaled modules (and the projection, if so asked) keep θ_0; every other tensor becomes θ_0 + λ Σ_t (θ_t − θ_0),
+    // read from the pool.
+    private void LoadBaseWeights(ClipVisionModel result, ModelPool modelPool, Func<string, bool> keepsPretrained)
     {
         var targets = result.state_dict();
         using var noGrad = no_grad();
-        var upscaledKeys = modelPool.Keys.Where(isUpscaled).ToArray();
-        var mergedKeys = modelPool.Keys.Where(k => !isUpscaled(k)).ToArray();
+        var upscaledKeys = modelPool.Keys.Where(keepsPretrained).ToArray();
+        var mergedKeys = modelPool.Keys.Where(k => !keepsPretrained(k)).ToArray();
         // One after the other, so that θ_0 of the upscaled modules is copied and released before task arithmetic runs.
         foreach (var read in new Func<Dictionary<string, Tensor>>[] { () => modelPool.LoadPretrained(upscaledKeys), () => modelPool.TaskArithmetic(options.InitLambda, mergedKeys) })
         {

@@ -32,6 +32,14 @@ public sealed class ModelUpscalerOptions
     /// <summary>Which modules of each layer to upscale. The default value is <see cref="UpscaleTargets.Mlp"/>.</summary>
     public UpscaleTargets Targets { get; set; } = UpscaleTargets.Mlp;
 
+    /// <summary>
+    /// Whether <c>visual_projection</c>, which the zero-shot heads read, keeps the pre-trained weights (FusionBench's
+    /// recipe: its classifier reads the pre-trained CLIP projection) instead of being merged by task arithmetic with the
+    /// other non-upscaled weights (the original WEMoE repository's recipe). The default value is <see langword="false"/>
+    /// (merged).
+    /// </summary>
+    public bool PretrainedProjection { get; set; }
+
     /// <summary>The seed of the routers' random initialisation. The default value is 42.</summary>
     public long Seed { get; set; } = 42;
 
@@ -94,6 +102,7 @@ public sealed class ModelUpscalerOptions
         TaskVectorStorage = TaskVectorStorage,
         Layers = Layers?.ToArray(),
         Targets = Targets,
+        PretrainedProjection = PretrainedProjection,
         Seed = Seed,
     };
 }

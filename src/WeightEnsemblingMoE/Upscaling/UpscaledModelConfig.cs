@@ -53,6 +53,9 @@ public sealed record UpscaledModelConfig
     /// <summary>The low-rank storage's energy threshold (low-rank storage chosen by energy only).</summary>
     public double? EnergyThreshold { get; init; }
 
+    /// <summary>Whether <c>visual_projection</c> keeps the pre-trained weights instead of task arithmetic (<see cref="ModelUpscalerOptions.PretrainedProjection"/>).</summary>
+    public bool PretrainedProjection { get; init; }
+
     /// <summary>The routers' initialisation seed.</summary>
     public required long Seed { get; init; }
 
@@ -81,6 +84,7 @@ public sealed record UpscaledModelConfig
         PositionEncoding = PositionEncoding,
         Targets = Targets,
         Layers = Layers.ToArray(),
+        PretrainedProjection = PretrainedProjection,
         Seed = Seed,
         TaskVectorStorage = new TaskVectorStorageOptions
         {
@@ -123,6 +127,7 @@ public sealed record UpscaledModelConfig
         }
 
         Compare("λ of the non-upscaled weights", InitLambda, target.InitLambda);
+        Compare("pre-trained projection", PretrainedProjection, target.PretrainedProjection);
         if (!Layers.SequenceEqual(target.Layers))
         {
             differences.Add($"upscaled layers: saved [{string.Join(", ", Layers)}], target [{string.Join(", ", target.Layers)}]");
@@ -213,6 +218,7 @@ public sealed record UpscaledModelConfig
             SparsityRatio = Optional<double>("sparsity_ratio"),
             Rank = Optional<int>("rank"),
             EnergyThreshold = Optional<double>("energy_threshold"),
+            PretrainedProjection = Optional<bool>("pretrained_projection") ?? false,
             Seed = Get<long>("seed"),
             ExpertNames = List<string>("expert_names"),
             PretrainedFingerprint = Get<string>("pretrained_fingerprint"),
@@ -283,6 +289,7 @@ public sealed record UpscaledModelConfig
             root["energy_threshold"] = energy;
         }
 
+        root["pretrained_projection"] = PretrainedProjection;
         root["seed"] = Seed;
         root["expert_names"] = new JsonArray(ExpertNames.Select(n => (JsonNode)n).ToArray());
         root["pretrained_fingerprint"] = PretrainedFingerprint;
@@ -305,6 +312,7 @@ public sealed record UpscaledModelConfig
             PositionEncoding = options.PositionEncoding,
             Targets = options.Targets,
             Layers = layers.ToArray(),
+            PretrainedProjection = options.PretrainedProjection,
             StorageKind = storage.Kind,
             SparsityRatio = storage.Kind == TaskVectorStorageKind.Sparse ? storage.SparsityRatio : null,
             Rank = storage.Kind == TaskVectorStorageKind.LowRank ? storage.Rank : null,

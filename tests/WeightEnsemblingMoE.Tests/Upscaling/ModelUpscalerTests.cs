@@ -90,6 +90,23 @@ public sealed class ModelUpscalerTests
     }
 
     [Test]
+    public void Build_PretrainedProjection_KeepsTheta0ProjectionAndMergesTheRest()
+    {
+        using var kept = ModelUpscaler.For(pretrained).WithExperts(experts).WithPretrainedProjection().Build();
+        using var merged = ModelUpscaler.For(pretrained).WithExperts(experts).Build();
+        const string projection = "visual_projection.weight";
+        var theta0 = pretrained.state_dict()[projection];
+        var taskArithmetic = StateDictMerging.TaskArithmetic(pretrained.state_dict(), experts.Select(e => (IReadOnlyDictionary<string, Tensor>)e.state_dict()).ToList(), 0.3);
+        Assert.That(TinyClip.BitEqual(kept.Model.state_dict()[projection], theta0), Is.True, "FusionBench's recipe: the heads read θ_0's projection");
+        Assert.That(TinyClip.MaxDifference(merged.Model.state_dict()[projection], taskArithmetic[projection]), Is.LessThan(1e-6));
+        Assert.That(TinyClip.MaxDifference(merged.Model.state_dict()[projection], theta0), Is.GreaterThan(1e-4), "the experts' projections differ from θ_0's");
+        const string attention = "vision_model.encoder.layers.0.self_attn.q_proj.weight";
+        Assert.That(TinyClip.BitEqual(kept.Model.state_dict()[attention], merged.Model.state_dict()[attention]), Is.True);
+        Assert.That(kept.Describe().PretrainedProjection, Is.True);
+        Assert.That(kept.Describe().DifferencesFrom(merged.Describe()), Has.Some.Contains("pre-trained projection"));
+    }
+
+    [Test]
     public void Build_AttentionTarget_ConstantRoutersEqualTaskArithmeticModel()
     {
         using var upscaled = ModelUpscaler.For(pretrained).WithExperts(experts).WithTargets(UpscaleTargets.MlpAndAttention).Build();
