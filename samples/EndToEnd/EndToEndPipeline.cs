@@ -103,7 +103,7 @@ public static class EndToEndPipeline
         new EntropyTrainer().Adapt(
             new AdaptableUpscaledModel(model),
             tasks,
-            new TestTimeAdaptationOptions { Steps = steps, BatchSize = 8, LearningRate = 1e-3, Seed = 0 });
+            new TestTimeAdaptationOptions { Steps = steps, BatchSize = 8, LearningRate = 1e-4, Seed = 0 });
 
     private static EvaluationReport Report(TextWriter log, EvaluationReport report)
     {

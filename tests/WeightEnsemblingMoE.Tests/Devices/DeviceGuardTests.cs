@@ -125,11 +125,12 @@ public sealed class DeviceGuardTests
         Assert.That(heads.All(h => ((DeviceCheckingHead)h).Calls > 0), Is.True);
     }
 
-    [Test]
-    public void RegMean_StatisticsAndMerge_MakeNothingOnTheDefaultDevice()
+    [TestCase(12, 0.95)]
+    [TestCase(1, 1.0)] // 5 token rows per task for 16-wide layers and no diagonal shrink: singular Grams, the ridge fallback
+    public void RegMean_StatisticsAndMerge_MakeNothingOnTheDefaultDevice(int examples, double alpha)
     {
         using var fixture = new TrainingFixture();
-        var options = new RegMeanOptions { ExampleCount = 12, BatchSize = 5 };
+        var options = new RegMeanOptions { ExampleCount = examples, BatchSize = 5, Alpha = alpha };
         var models = fixture.Experts.Select(e => (IReadOnlyDictionary<string, Tensor>)e.state_dict()).ToList();
         Dictionary<string, Tensor> Run()
         {
