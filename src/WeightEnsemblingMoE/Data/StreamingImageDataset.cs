@@ -86,9 +86,9 @@ public abstract class StreamingImageDataset : TaskDataset
             }
         }
         Tensor pixels = images.Count == 0
-            ? zeros([0, 3, Processor.OutputHeight!.Value, Processor.OutputWidth!.Value], ScalarType.Float32)
+            ? zeros([0, 3, Processor.OutputHeight!.Value, Processor.OutputWidth!.Value], ScalarType.Float32, device: CPU)
             : Processor.Normalize(ClipImageProcessor.Stack(images));
-        return new TaskBatch(pixels, HasLabels ? tensor(labels.ToArray(), ScalarType.Int64) : null);
+        return new TaskBatch(pixels, HasLabels ? tensor(labels.ToArray(), ScalarType.Int64, device: CPU) : null);
     }
 
     /// <inheritdoc />

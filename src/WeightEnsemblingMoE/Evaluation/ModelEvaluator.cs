@@ -1,4 +1,5 @@
 using WeightEnsembling.Clip;
+using WeightEnsembling.Models;
 using WeightEnsembling.Moe;
 using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
@@ -9,7 +10,8 @@ namespace WeightEnsembling.Evaluation;
 /// <summary>
 /// One evaluation for every method: each task's accuracy on its labelled test data, read through the task's own head
 /// from the model's image features, and the average. Upscaled models are evaluated with per-sample routing, so results
-/// do not depend on how the test data are batched.
+/// do not depend on how the test data are batched. Everything runs on the model's device (that of its parameters): the
+/// tasks' heads are moved there (in place, as <c>Module.to</c> does), and each batch's images and labels are copied there.
 /// </summary>
 public static class ModelEvaluator
 {
@@ -37,7 +39,7 @@ public static class ModelEvaluator
         model.eval();
         try
         {
-            return Evaluate(method, model.GetImageFeatures, tasks, batchSize, progress, cancellationToken);
+            return Evaluate(method, model.GetImageFeatures, DeviceOf.Module(model), tasks, batchSize, progress, cancellationToken);
         }
         finally
         {
@@ -95,12 +97,13 @@ public static class ModelEvaluator
     {
         ArgumentNullException.ThrowIfNull(model);
         model.SetTraining(false);
-        return Evaluate(method ?? model.Method, model.Features, tasks, batchSize, progress, cancellationToken);
+        return Evaluate(method ?? model.Method, model.Features, DeviceOf.Model(model), tasks, batchSize, progress, cancellationToken);
     }
 
     private static EvaluationReport Evaluate(
         string method,
         Func<Tensor, Tensor> features,
+        Device device,
         IReadOnlyList<ClassificationTask> tasks,
         int batchSize,
         IProgress<TaskScore>? progress,
@@ -117,7 +120,8 @@ public static class ModelEvaluator
             }
         }
 
-        var pairs = tasks.Select(t => (t.Data, (Func<Tensor, Tensor>)(images => t.Logits(images, features))));
+        DeviceOf.MoveHeads(tasks, device);
+        var pairs = tasks.Select(t => (t.Data, (Func<Tensor, Tensor>)(images => t.Logits(DeviceOf.On(images, device), features))));
         var report = TaskEvaluator.Evaluate(method, pairs, batchSize, progress, cancellationToken);
         return report;
     }

@@ -10,7 +10,9 @@ public static class TaskEvaluator
 {
     /// <summary>
     /// Evaluates <paramref name="logitsOf"/> on every example of <paramref name="dataset"/>, in order, without
-    /// gradients and with one dispose scope per batch.
+    /// gradients and with one dispose scope per batch. The images are passed as the dataset yields them (on the CPU for
+    /// the datasets of this library); <paramref name="logitsOf"/> moves them to its model's device. The labels are
+    /// compared on the device of the logits, and the counts are read once per task.
     /// </summary>
     /// <param name="logitsOf">Maps images [B, C, H, W] to logits [B, ClassCount]; must not dispose its input.</param>
     /// <param name="dataset">The labelled dataset, not empty.</param>
@@ -33,8 +35,7 @@ public static class TaskEvaluator
             throw new ArgumentException($"Dataset '{dataset.Name}' is empty.", nameof(dataset));
         }
 
-        long correct = 0;
-        double lossSum = 0;
+        Tensor? correct = null, lossSum = null;
         using var noGrad = no_grad();
         foreach (var batch in dataset.Batches(batchSize))
         {
@@ -46,16 +47,39 @@ public static class TaskEvaluator
             {
                 throw new InvalidOperationException($"Task '{dataset.Name}': logits must have shape [{batch.Count}, {dataset.ClassCount}], got [{string.Join(", ", logits.shape)}].");
             }
-            var labels = batch.Labels!;
-            correct += logits.argmax(1).eq(labels).sum().item<long>();
-            double batchLoss = nn.functional.cross_entropy(logits.to_type(ScalarType.Float64), labels, reduction: nn.Reduction.Sum).item<double>();
-            if (double.IsNaN(batchLoss))
+            var labels = WeightEnsembling.Models.DeviceOf.On(batch.Labels!, logits.device);
+            var batchCorrect = logits.argmax(1).eq(labels).sum();
+            var batchLoss = nn.functional.cross_entropy(logits.to_type(ScalarType.Float64), labels, reduction: nn.Reduction.Sum);
+            Accumulate(ref correct, batchCorrect);
+            Accumulate(ref lossSum, batchLoss);
+        }
+        try
+        {
+            double loss = lossSum is null ? 0 : lossSum.item<double>();
+            if (double.IsNaN(loss))
             {
                 throw new InvalidOperationException($"Task '{dataset.Name}': the logits contain NaN.");
             }
-            lossSum += batchLoss;
+            return new TaskScore(dataset.Name, (correct is null ? 0 : correct.item<long>()) / (double)dataset.Count, loss / dataset.Count);
         }
-        return new TaskScore(dataset.Name, (double)correct / dataset.Count, lossSum / dataset.Count);
+        finally
+        {
+            correct?.Dispose();
+            lossSum?.Dispose();
+        }
+    }
+
+    /// <summary>Adds a batch's count to the running total, kept on the device so that nothing is read back per batch.</summary>
+    private static void Accumulate(ref Tensor? total, Tensor value)
+    {
+        if (total is null)
+        {
+            total = value.clone().DetachFromDisposeScope();
+        }
+        else
+        {
+            total.add_(value);
+        }
     }
 
     /// <summary>Evaluates one method on several tasks and times the whole evaluation.</summary>

@@ -249,8 +249,8 @@ public sealed class ClipImageProcessor
         x = DoRescale ? x.mul(RescaleFactor).to_type(ScalarType.Float32) : x.to_type(ScalarType.Float32);
         if (DoNormalize)
         {
-            var mean = tensor(ImageMean.ToArray()).reshape(1, 3, 1, 1);
-            var std = tensor(ImageStd.ToArray()).reshape(1, 3, 1, 1);
+            var mean = tensor(ImageMean.ToArray(), device: images.device).reshape(1, 3, 1, 1);
+            var std = tensor(ImageStd.ToArray(), device: images.device).reshape(1, 3, 1, 1);
             x = x.sub(mean).div(std);
         }
         return x.contiguous().MoveToOuterDisposeScope();
@@ -278,7 +278,7 @@ public sealed class ClipImageProcessor
                 data[offset + (2 * plane) + p] = pixels[(p * 3) + 2];
             }
         }
-        return tensor(data, [images.Count, 3, h, w], ScalarType.Byte);
+        return tensor(data, [images.Count, 3, h, w], ScalarType.Byte, device: CPU);
     }
 
     private (int Height, int Width) OutputSize(int height, int width)

@@ -160,9 +160,18 @@ internal static class DataAwareMergeSupport
         }
     }
 
-    /// <summary>A new plain model of <paramref name="like"/>'s architecture holding <paramref name="weights"/>.</summary>
-    public static ClipVisionModel Build(ClipVisionModel like, IReadOnlyDictionary<string, Tensor> weights) =>
-        ModelMerging.WithWeights(like, weights);
+    /// <summary>A new plain model of <paramref name="like"/>'s architecture holding <paramref name="weights"/>, on <paramref name="like"/>'s device.</summary>
+    public static ClipVisionModel Build(ClipVisionModel like, IReadOnlyDictionary<string, Tensor> weights)
+    {
+        var model = ModelMerging.WithWeights(like, weights);
+        var device = Models.DeviceOf.Module(like);
+        if (!Models.DeviceOf.Same(device, CPU))
+        {
+            model.to(device);
+        }
+
+        return model;
+    }
 
     /// <summary>Disposes every tensor of <paramref name="tensors"/>.</summary>
     public static void DisposeAll(IEnumerable<Tensor> tensors)

@@ -218,6 +218,8 @@ public static class FisherMerging
         ClipVisionModel model, TaskHead head, TaskDataset dataset, FisherMergingOptions options, IProgress<MergeProgress>? progress,
         int task, int taskCount, CancellationToken cancellationToken)
     {
+        var device = DeviceOf.Module(model);
+        DeviceOf.MoveHeads([head], device);
         var parameters = model.named_parameters().ToList();
         var headParameters = head.parameters().ToList();
         var modelFlags = parameters.Select(p => p.parameter.requires_grad).ToArray();
@@ -238,7 +240,7 @@ public static class FisherMerging
 
             foreach (var (name, parameter) in parameters)
             {
-                sums.Add(name, zeros(parameter.shape, ScalarType.Float32).DetachFromDisposeScope());
+                sums.Add(name, zeros(parameter.shape, ScalarType.Float32, device: parameter.device).DetachFromDisposeScope());
             }
 
             long total = DataAwareMergeSupport.ExampleTotal(dataset, options.ExampleCount), done = 0;
@@ -300,10 +302,13 @@ public static class FisherMerging
         Dictionary<string, Tensor> sums, Tensor images, Tensor? labels, FisherLabels labelSource, Generator generator)
     {
         model.zero_grad();
-        var logProbabilities = head.forward(model.GetImageFeatures(images)).log_softmax(-1);
+        var device = DeviceOf.Module(model);
+        var logProbabilities = head.forward(model.GetImageFeatures(DeviceOf.On(images, device))).log_softmax(-1);
+
+        // Sampled labels are drawn on the CPU with the CPU generator, so a seed gives the same labels on every device.
         var targets = labelSource == FisherLabels.True
-            ? labels!.to(ScalarType.Int64)
-            : multinomial(logProbabilities.detach().exp(), 1, generator: generator).view(-1);
+            ? DeviceOf.On(labels!, device).to(ScalarType.Int64)
+            : DeviceOf.On(multinomial(logProbabilities.detach().exp().cpu(), 1, generator: generator).view(-1), device);
         var logLikelihood = logProbabilities.gather(1, targets.view(-1, 1)).sum();
         logLikelihood.backward();
         using var noGrad = no_grad();

@@ -231,6 +231,7 @@ public static class RegMean
                 layer.Mlp = mlpRecorder;
             }
 
+            var device = DeviceOf.Module(model);
             long total = DataAwareMergeSupport.ExampleTotal(dataset, options.ExampleCount), done = 0;
             using var noGrad = no_grad();
             foreach (var batch in DataAwareMergeSupport.Examples(dataset, options.ExampleCount, options.BatchSize, options.Shuffle, options.Seed))
@@ -239,7 +240,7 @@ public static class RegMean
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     using var scope = NewDisposeScope();
-                    using var output = model.forward(batch.Images);
+                    using var output = model.forward(DeviceOf.On(batch.Images, device));
                     if (model.HasProjection)
                     {
                         Record("visual_projection", output.PooledOutput);
@@ -423,7 +424,7 @@ public static class RegMean
             }
 
             Log.RegMeanRidgeFallback(logger, module, epsilon);
-            var ridge = a + (eye(a.shape[0], dtype: ScalarType.Float64) * epsilon);
+            var ridge = a + (eye(a.shape[0], dtype: ScalarType.Float64, device: a.device) * epsilon);
             return linalg.solve(ridge, b + (average.t() * epsilon)).t();
         }
     }

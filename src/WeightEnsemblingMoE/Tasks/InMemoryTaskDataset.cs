@@ -78,7 +78,7 @@ public sealed class InMemoryTaskDataset : TaskDataset
     /// <inheritdoc />
     protected override TaskBatch LoadExamples(long[] indices)
     {
-        var index = tensor(indices, ScalarType.Int64);
+        var index = tensor(indices, ScalarType.Int64, device: _images.device);
         var images = _images.index_select(0, index);
         if (Transform is not null)
         {

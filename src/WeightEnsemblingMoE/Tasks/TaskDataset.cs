@@ -245,8 +245,8 @@ public abstract class TaskDataset : IDisposable
         if (generator is null)
         {
             using var own = new Generator(unchecked((ulong)seed));
-            return randperm(count, generator: own, dtype: ScalarType.Int64).data<long>().ToArray();
+            return randperm(count, generator: own, dtype: ScalarType.Int64, device: CPU).data<long>().ToArray();
         }
-        return randperm(count, generator: generator, dtype: ScalarType.Int64).data<long>().ToArray();
+        return randperm(count, generator: generator, dtype: ScalarType.Int64, device: CPU).data<long>().ToArray();
     }
 }

@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
 using WeightEnsembling.Clip;
+using WeightEnsembling.Models;
 using WeightEnsembling.Text;
 using static TorchSharp.torch;
 
@@ -54,7 +55,7 @@ public sealed class ZeroShotClassificationHead : TaskHead
                 throw new ArgumentException("textEmbeddings has a zero row, which cannot be normalised.", nameof(textEmbeddings));
             }
             _textEmbeds = FrozenParameter(textEmbeddings.detach() / norms);
-            _logitScale = FrozenParameter(tensor(logitScale, textEmbeddings.dtype));
+            _logitScale = FrozenParameter(tensor(logitScale, textEmbeddings.dtype, device: textEmbeddings.device));
         }
         CheckClassNames();
         RegisterComponents();
@@ -94,7 +95,8 @@ public sealed class ZeroShotClassificationHead : TaskHead
     /// each embedding is normalised to unit length, the class's embeddings are averaged over the templates and the mean
     /// is normalised again. The head's <c>logit_scale</c> is the model's (the logarithm, as CLIP stores it). Texts are
     /// padded to the tokenizer's context length with an attention mask; since the text tower is causal, this gives the
-    /// same embeddings as FusionBench's padding to the longest prompt.
+    /// same embeddings as FusionBench's padding to the longest prompt. The prompts are encoded on the model's device and
+    /// the head is created there.
     /// </summary>
     /// <param name="clip">The CLIP model (its text tower, <c>text_projection</c> and <c>logit_scale</c> are used).</param>
     /// <param name="tokenizer">The model's tokenizer.</param>
@@ -143,6 +145,7 @@ public sealed class ZeroShotClassificationHead : TaskHead
         }
 
         var prompts = classNames.SelectMany(name => templates.Select(template => template.Replace("{}", name, StringComparison.Ordinal))).ToArray();
+        var device = DeviceOf.Module(clip);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var features = new List<Tensor>();
@@ -150,7 +153,7 @@ public sealed class ZeroShotClassificationHead : TaskHead
         {
             var batch = prompts.AsSpan(start, Math.Min(batchSize, prompts.Length - start)).ToArray();
             var ids = tokenizer.EncodeBatch(batch, out var mask);
-            features.Add(clip.GetTextFeatures(ids, mask));
+            features.Add(clip.GetTextFeatures(DeviceOf.On(ids, device), DeviceOf.On(mask, device)));
         }
 
         return FromTextFeatures(cat(features, 0), classNames.Count, templates.Count, clip.LogitScale, classNames);
@@ -197,6 +200,7 @@ public sealed class ZeroShotClassificationHead : TaskHead
             CheckClassNameList(classNames);
         }
 
+        var device = DeviceOf.Module(clip);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var features = new List<Tensor>();
@@ -204,7 +208,8 @@ public sealed class ZeroShotClassificationHead : TaskHead
         for (long start = 0; start < rows; start += batchSize)
         {
             long length = Math.Min(batchSize, rows - start);
-            features.Add(clip.GetTextFeatures(inputIds.narrow(0, start, length), attentionMask?.narrow(0, start, length)));
+            var mask = attentionMask is null ? null : DeviceOf.On(attentionMask.narrow(0, start, length), device);
+            features.Add(clip.GetTextFeatures(DeviceOf.On(inputIds.narrow(0, start, length), device), mask));
         }
 
         return FromTextFeatures(cat(features, 0), classCount, templateCount, clip.LogitScale, classNames);

@@ -218,8 +218,8 @@ public sealed class ClipTokenizer
             }
         }
         var shape = new long[] { texts.Count, ContextLength };
-        attentionMask = torch.tensor(mask, shape, ScalarType.Int64);
-        return torch.tensor(ids, shape, ScalarType.Int64);
+        attentionMask = torch.tensor(mask, shape, ScalarType.Int64, device: torch.CPU);
+        return torch.tensor(ids, shape, ScalarType.Int64, device: torch.CPU);
     }
 
     /// <summary>The ids of <paramref name="text"/> without start and end tokens and without truncation.</summary>

@@ -24,7 +24,7 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
     private readonly Dictionary<string, Tensor> pretrained;
     private readonly Dictionary<string, Tensor> taskVectors;
     private readonly Dictionary<string, int> rows;
-    private readonly Parameter mergeWeight;
+    private Parameter mergeWeight;
     private readonly ModelPool pool;
     private string? fingerprint;
     private bool disposed;
@@ -47,7 +47,7 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
         Options = options;
         rows = names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
         long[] shape = options.Granularity == AdaMergingGranularity.TaskWise ? [taskCount] : [names.Count, taskCount];
-        mergeWeight = new Parameter(full(shape, options.InitLambda, ScalarType.Float32), requires_grad: true);
+        mergeWeight = new Parameter(full(shape, options.InitLambda, ScalarType.Float32, device: pretrained.Values.FirstOrDefault()?.device ?? CPU), requires_grad: true);
         mergeWeight.DetachFromDisposeScope();
     }
 
@@ -62,6 +62,42 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
 
     /// <summary>The coefficients λ: shape [T] (task-wise) or [P, T] (layer-wise), unclamped.</summary>
     public Parameter MergeWeight => mergeWeight;
+
+    /// <summary>The device holding θ_0, the task vectors and λ (the CPU after <see cref="Create(ModelPool, AdaMergingOptions?)"/>).</summary>
+    public Device Device => mergeWeight.device;
+
+    /// <summary>
+    /// Moves θ_0, the task vectors and λ to <paramref name="device"/>. λ becomes a new <see cref="Parameter"/> (with the
+    /// same values), so build the optimizer after moving the model, as with <c>Module.to</c>.
+    /// </summary>
+    /// <param name="device">The device, e.g. <c>torch.CUDA</c>.</param>
+    /// <returns>This model.</returns>
+    public AdaMergingModel To(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (DeviceOf.Same(device, Device))
+        {
+            return this;
+        }
+
+        using var noGrad = no_grad();
+        foreach (var map in new[] { pretrained, taskVectors })
+        {
+            foreach (var name in map.Keys.ToList())
+            {
+                var moved = map[name].to(device).DetachFromDisposeScope();
+                map[name].Dispose();
+                map[name] = moved;
+            }
+        }
+
+        var old = mergeWeight;
+        mergeWeight = new Parameter(old.detach().to(device), requires_grad: true);
+        mergeWeight.DetachFromDisposeScope();
+        old.Dispose();
+        return this;
+    }
 
     /// <summary>The name of the configuration file <see cref="SavePretrained"/> writes.</summary>
     public const string ConfigFileName = "adamerging_config.json";
@@ -275,7 +311,7 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
             using var noGrad = no_grad();
             foreach (var name in names)
             {
-                vectors[name] = empty([modelPool.ExpertCount, .. theta0[name].shape], ScalarType.Float32);
+                vectors[name] = empty([modelPool.ExpertCount, .. theta0[name].shape], ScalarType.Float32, device: theta0[name].device);
             }
 
             int t = 0;
@@ -327,8 +363,8 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
     }
 
     /// <summary>The merged model's image features, differentiable with respect to <see cref="MergeWeight"/>.</summary>
-    /// <param name="pixelValues">Images [B, C, H, W].</param>
-    /// <returns>Features [B, D].</returns>
+    /// <param name="pixelValues">Images [B, C, H, W], on any device (copied to <see cref="Device"/>).</param>
+    /// <returns>Features [B, D], on <see cref="Device"/>.</returns>
     public Tensor Features(Tensor pixelValues)
     {
         ArgumentNullException.ThrowIfNull(pixelValues);
@@ -380,7 +416,13 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
         var weights = MergedWeights();
         try
         {
-            return ClipVisionModel.FromStateDict(functional.Config, functional.HasProjection, weights);
+            var model = ClipVisionModel.FromStateDict(functional.Config, functional.HasProjection, weights);
+            if (!DeviceOf.Same(Device, CPU))
+            {
+                model.to(Device);
+            }
+
+            return model;
         }
         finally
         {
