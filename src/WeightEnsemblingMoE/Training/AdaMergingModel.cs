@@ -116,7 +116,7 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
         JsonObject config;
         try
         {
-            config = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
+            config = TrainedWeightsFolder.ParseConfig(path) as JsonObject
                 ?? throw new InvalidDataException($"'{path}' does not hold a JSON object.");
         }
         catch (JsonException e)
@@ -199,7 +199,7 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
         AdaMergingOptions options;
         try
         {
-            var config = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false })!;
+            var config = TrainedWeightsFolder.ParseConfig(path)!;
             options = new AdaMergingOptions
             {
                 Granularity = config["granularity"]!.GetValue<string>() switch
