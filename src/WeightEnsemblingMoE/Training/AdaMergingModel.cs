@@ -211,8 +211,9 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
                 Clamp = config["clamp"]!.GetValue<bool>(),
                 InitLambda = config["init_lambda"]!.GetValue<double>(),
             };
+            options.Validate();
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException or FormatException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException or FormatException or ArgumentException)
         {
             throw new InvalidDataException($"'{path}' is not a valid AdaMerging configuration: {e.Message}", e);
         }

@@ -148,4 +148,40 @@ public sealed class TrainedWeightsReliabilityTests
             t.Dispose();
         }
     }
+
+    [Test]
+    public void UpscaledModelFromPretrained_SavedLayerTheModelLacks_ThrowsInvalidDataExceptionNamingFolder()
+    {
+        var folder = _folder.File("routers");
+        using (var model = _states.Upscaled(0))
+        {
+            model.SavePretrained(folder);
+        }
+
+        var configPath = Path.Combine(folder, UpscaledModelConfig.FileName);
+        var config = JsonNode.Parse(File.ReadAllText(configPath))!;
+        config["layers"] = new JsonArray(0, 5);
+        File.WriteAllText(configPath, config.ToJsonString());
+        // Found by the long fuzz run: before the fix, ArgumentException "Layer 5 does not exist" (parameter 'Layers').
+        var e = Assert.Throws<InvalidDataException>(() => UpscaledModel.FromPretrained(folder, _states.Pool()));
+        Assert.That(e!.Message, Does.Contain(folder).And.Contain("Layer 5"));
+    }
+
+    [Test]
+    public void AdaMergingFromPretrained_InitLambdaOverflowingToInfinity_ThrowsInvalidDataExceptionNamingFile()
+    {
+        var folder = _folder.File("adamerging");
+        using (var model = _states.AdaMerging(0))
+        {
+            model.SavePretrained(folder);
+        }
+
+        var config = Path.Combine(folder, AdaMergingModel.ConfigFileName);
+        var text = System.Text.RegularExpressions.Regex.Replace(File.ReadAllText(config), "\"init_lambda\": [^,]+,", "\"init_lambda\": 1e400,");
+        Assert.That(text, Does.Contain("1e400"));
+        File.WriteAllText(config, text);
+        // Found by the long fuzz run: before the fix, ArgumentException "InitLambda must be finite; it is Infinity".
+        var e = Assert.Throws<InvalidDataException>(() => AdaMergingModel.FromPretrained(folder, _states.Pool()));
+        Assert.That(e!.Message, Does.Contain(config).And.Contain("InitLambda"));
+    }
 }
