@@ -131,6 +131,34 @@ public sealed class ClipVisionModel : nn.Module<Tensor, ClipVisionOutput>
         return Create(config, withProjection, checkpoint.Names, checkpoint.Load, shards);
     }
 
+    /// <summary>
+    /// A new plain model of the given architecture holding <paramref name="weights"/> (every state-dict tensor, checked
+    /// strictly: no key missing or unexpected, every shape equal), in evaluation mode: how merging methods turn merged
+    /// weights into a model. The tensors are copied; the caller keeps owning them and owns the model.
+    /// </summary>
+    /// <param name="config">The architecture.</param>
+    /// <param name="withProjection">Whether the model has <c>visual_projection</c>.</param>
+    /// <param name="weights">The state dict.</param>
+    /// <returns>The model.</returns>
+    /// <exception cref="StateDictLoadException">A key is missing, unexpected or of the wrong shape.</exception>
+    public static ClipVisionModel FromStateDict(ClipVisionConfig config, bool withProjection, IReadOnlyDictionary<string, Tensor> weights)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(weights);
+        var model = new ClipVisionModel(config, withProjection);
+        try
+        {
+            StateDict.LoadInto(model, weights, strict: true);
+            model.eval();
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
     private static ClipVisionModel Create(ClipVisionConfig config, bool withProjection, IEnumerable<string> names, Func<string, Tensor> load, string source)
     {
         var model = new ClipVisionModel(config, withProjection);

@@ -137,18 +137,7 @@ public static class ModelMerging
     {
         ArgumentNullException.ThrowIfNull(template);
         ArgumentNullException.ThrowIfNull(weights);
-        var model = new ClipVisionModel(template.Config, template.HasProjection);
-        try
-        {
-            StateDict.LoadInto(model, weights, strict: true);
-            model.eval();
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return ClipVisionModel.FromStateDict(template.Config, template.HasProjection, weights);
     }
 
     private static IReadOnlyList<IReadOnlyDictionary<string, Tensor>> StateDicts(IReadOnlyList<ClipVisionModel> models)

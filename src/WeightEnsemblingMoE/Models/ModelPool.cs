@@ -252,18 +252,7 @@ public sealed class ModelPool
     public ClipVisionModel BuildModel(IReadOnlyDictionary<string, Tensor> weights)
     {
         ArgumentNullException.ThrowIfNull(weights);
-        var model = new ClipVisionModel(Config, HasProjection);
-        try
-        {
-            StateDict.LoadInto(model, weights, strict: true);
-            model.eval();
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return ClipVisionModel.FromStateDict(Config, HasProjection, weights);
     }
 
     /// <summary>The pre-trained model θ_0 as a new plain model (float32, checked finite); the caller owns it.</summary>

@@ -18,9 +18,3 @@ public interface IMergeableModule
     /// <param name="linear">Computes the linear layer with the given name on the given input.</param>
     Tensor Forward(Tensor input, LinearLayerFunction linear);
 }
-
-/// <summary>Computes the linear layer <paramref name="layerName"/> of a <see cref="IMergeableModule"/> on <paramref name="input"/>.</summary>
-/// <param name="layerName">The layer name, one of <see cref="IMergeableModule.LinearLayerNames"/>.</param>
-/// <param name="input">The layer input, shape [B, N, in].</param>
-/// <returns>The layer output, shape [B, N, out].</returns>
-public delegate Tensor LinearLayerFunction(string layerName, Tensor input);

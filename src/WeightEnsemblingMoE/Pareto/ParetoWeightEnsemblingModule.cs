@@ -12,24 +12,18 @@ namespace WeightEnsembling.Pareto;
 /// the module runs with the merged weights θ_0 + Σ_t r_t τ_t, the same for every input.
 /// </summary>
 /// <remarks>
-/// <para>State-dict keys: <c>gate.*</c> (the router), <c>base_model.*</c> (θ_0, frozen) and <c>task_vectors.*</c>
-/// (frozen). The module owns all three.</para>
+/// <para>The state-dict keys, freezing and ownership are those of <see cref="WeightEnsemblingLayer"/>; the module owns
+/// its router.</para>
 /// <para>Because the preference is constant over the batch, the merged linear weights are computed once per preference
 /// and cached; the cache is dropped when the preference changes, when a router parameter changes (e.g. after an optimizer
 /// step) and when gradients are needed but the cache was built without them. A forward pass then costs what the plain
 /// module costs. Under autograd the cached weights carry the router's graph: a second <c>backward</c> through them at the
 /// same preference and router needs <see cref="ClearCache"/> first (or <c>retain_graph</c>).</para>
 /// </remarks>
-public sealed class ParetoWeightEnsemblingModule : nn.Module<Tensor, Tensor>
+public sealed class ParetoWeightEnsemblingModule : WeightEnsemblingLayer
 {
-    // Field order sets the state-dict order: gate, base_model, task_vectors.
-    private readonly PreferenceRouter gate;
-    private readonly nn.Module base_model;
-    private readonly TaskVectorDictionary task_vectors;
-
     // Not Tensor fields: TorchSharp registers Tensor fields as buffers.
     private readonly MergedCache cache = new();
-    private readonly string[] linearLayerNames;
     private double[]? preference;
 
     /// <summary>Wraps <paramref name="baseModel"/> with its task vectors and a preference router.</summary>
@@ -38,36 +32,12 @@ public sealed class ParetoWeightEnsemblingModule : nn.Module<Tensor, Tensor>
     /// <param name="gate">The preference router, with <see cref="PreferenceRouter.TaskCount"/> equal to the task count; owned by this module.</param>
     /// <exception cref="ArgumentException">The base module is not mergeable, a task vector is missing, extra or of the wrong shape, or the router's width differs from the task count.</exception>
     public ParetoWeightEnsemblingModule(nn.Module baseModel, TaskVectorDictionary taskVectors, PreferenceRouter gate)
-        : base(Validate(baseModel, taskVectors, gate))
+        : base(nameof(ParetoWeightEnsemblingModule), baseModel, taskVectors, gate, ownsGate: true, Validate(baseModel, taskVectors, gate))
     {
-        this.gate = gate;
-        base_model = baseModel;
-        task_vectors = taskVectors;
-        linearLayerNames = [.. ((IMergeableModule)baseModel).LinearLayerNames];
-        foreach (var parameter in baseModel.parameters())
-        {
-            parameter.requires_grad = false;
-        }
-
-        foreach (var parameter in taskVectors.parameters())
-        {
-            parameter.requires_grad = false;
-        }
-
-        RegisterComponents();
     }
 
-    /// <summary>The number of tasks T.</summary>
-    public int TaskCount => task_vectors.TaskCount;
-
     /// <summary>The preference router (registered as <c>gate</c>).</summary>
-    public PreferenceRouter Gate => gate;
-
-    /// <summary>The wrapped pretrained module θ_0 (registered as <c>base_model</c>).</summary>
-    public nn.Module BaseModel => base_model;
-
-    /// <summary>The task vectors (registered as <c>task_vectors</c>).</summary>
-    public TaskVectorDictionary TaskVectors => task_vectors;
+    public PreferenceRouter Gate => (PreferenceRouter)GateModule;
 
     /// <summary>A copy of the current preference, or <see langword="null"/> when none is set.</summary>
     public IReadOnlyList<double>? Preference => preference?.ToArray();
@@ -105,7 +75,7 @@ public sealed class ParetoWeightEnsemblingModule : nn.Module<Tensor, Tensor>
         var p = Preferences.Check(value, TaskCount, nameof(value));
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        return gate.call(PreferenceTensor(p)).detach().MoveToOuterDisposeScope();
+        return Gate.call(PreferenceTensor(p)).detach().MoveToOuterDisposeScope();
     }
 
     /// <summary>Runs the wrapped module with the weights merged at the current preference.</summary>
@@ -119,15 +89,7 @@ public sealed class ParetoWeightEnsemblingModule : nn.Module<Tensor, Tensor>
             $"No preference is set on this {nameof(ParetoWeightEnsemblingModule)}: call SetPreference (on the module or the whole model) before running it.");
         using var scope = NewDisposeScope();
         var merged = MergedLinearWeights(p);
-        var output = ((IMergeableModule)base_model).Forward(input, (name, hidden) =>
-        {
-            if (!merged.TryGetValue(name, out var layer))
-            {
-                throw new ArgumentException($"'{name}' is not one of the linear layers {string.Join(", ", linearLayerNames)}.", nameof(name));
-            }
-
-            return nn.functional.linear(hidden, layer.Weight, layer.Bias);
-        });
+        var output = RunWith(input, merged);
         return output.MoveToOuterDisposeScope();
     }
 
@@ -141,17 +103,8 @@ public sealed class ParetoWeightEnsemblingModule : nn.Module<Tensor, Tensor>
     /// <exception cref="InvalidOperationException">A merged tensor contains NaN or Inf (the message names it).</exception>
     public Dictionary<string, Tensor> MergedWeights(IReadOnlyList<double> value)
     {
-        var p = Preferences.Check(value, TaskCount, nameof(value));
-        using var noGrad = no_grad();
-        using var scope = NewDisposeScope();
-        var routing = gate.call(PreferenceTensor(p));
-        var merged = task_vectors.Merge(base_model, routing);
-        foreach (var tensor in merged.Values)
-        {
-            tensor.MoveToOuterDisposeScope();
-        }
-
-        return merged;
+        using var routing = RoutingWeights(value);
+        return MergeStateDict(routing);
     }
 
     /// <inheritdoc />
@@ -167,14 +120,14 @@ public sealed class ParetoWeightEnsemblingModule : nn.Module<Tensor, Tensor>
 
     private Tensor PreferenceTensor(double[] p)
     {
-        var first = gate.parameters().First();
+        var first = Gate.parameters().First();
         return tensor(p, dtype: first.dtype, device: first.device);
     }
 
     // The merged linear weights at preference p, from the cache when the router and the grad mode still match it.
     private Dictionary<string, (Tensor Weight, Tensor? Bias)> MergedLinearWeights(double[] p)
     {
-        bool withGrad = is_grad_enabled() && gate.parameters().Any(q => q.requires_grad);
+        bool withGrad = is_grad_enabled() && Gate.parameters().Any(q => q.requires_grad);
         float[] routerState = RouterState();
         if (cache.Layers is not null && (cache.WithGrad || !withGrad) && cache.RouterState.AsSpan().SequenceEqual(routerState))
         {
@@ -182,15 +135,12 @@ public sealed class ParetoWeightEnsemblingModule : nn.Module<Tensor, Tensor>
         }
 
         cache.Clear();
-        var routing = gate.call(PreferenceTensor(p));
+        var routing = Gate.call(PreferenceTensor(p));
         var layers = new Dictionary<string, (Tensor Weight, Tensor? Bias)>(StringComparer.Ordinal);
-        foreach (var name in linearLayerNames)
+        foreach (var name in LinearLayerNames)
         {
-            var weight = base_model.get_parameter(name + ".weight")!;
-            var bias = base_model.get_parameter(name + ".bias");
-            var mergedWeight = weight + task_vectors[name + ".weight"].WeightedSum(routing.to(weight.dtype, weight.device));
-            var mergedBias = bias is null ? null : bias + task_vectors[name + ".bias"].WeightedSum(routing.to(bias.dtype, bias.device));
-            layers[name] = (mergedWeight.DetachFromDisposeScope(), mergedBias?.DetachFromDisposeScope());
+            var (weight, bias) = MergeLinear(name, routing);
+            layers[name] = (weight.DetachFromDisposeScope(), bias?.DetachFromDisposeScope());
         }
 
         cache.Layers = layers;
@@ -203,20 +153,20 @@ public sealed class ParetoWeightEnsemblingModule : nn.Module<Tensor, Tensor>
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        var flat = cat(gate.parameters().Select(q => q.detach().flatten().to(ScalarType.Float32, CPU)).ToList(), 0);
+        var flat = cat(Gate.parameters().Select(q => q.detach().flatten().to(ScalarType.Float32, CPU)).ToList(), 0);
         return flat.data<float>().ToArray();
     }
 
-    private static string Validate(nn.Module baseModel, TaskVectorDictionary taskVectors, PreferenceRouter gate)
+    private static int Validate(nn.Module baseModel, TaskVectorDictionary taskVectors, PreferenceRouter gate)
     {
         ArgumentNullException.ThrowIfNull(gate);
-        WeightEnsemblingMoE.ValidateMergeable(baseModel, taskVectors);
+        int hiddenSize = ValidateMergeable(baseModel, taskVectors);
         if (gate.TaskCount != taskVectors.TaskCount)
         {
             throw new ArgumentException($"The preference router is for {gate.TaskCount} tasks; the task vectors hold {taskVectors.TaskCount}.", nameof(gate));
         }
 
-        return nameof(ParetoWeightEnsemblingModule);
+        return hiddenSize;
     }
 
     private sealed class MergedCache

@@ -379,17 +379,9 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
     public ClipVisionModel MergeAndUnload()
     {
         var weights = MergedWeights();
-        var model = new ClipVisionModel(functional.Config, functional.HasProjection);
         try
         {
-            StateDict.LoadInto(model, weights, strict: true);
-            model.eval();
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
+            return ClipVisionModel.FromStateDict(functional.Config, functional.HasProjection, weights);
         }
         finally
         {

@@ -200,40 +200,13 @@ public sealed class ModelUpscaler
     public UpscaledModel Build()
     {
         options.Validate();
-        Router? sharedRouter = null;
-        try
-        {
-            return BuildCore(
-                (baseModule, taskVectors, layer, generator) =>
-                {
-                    int hidden = Moe.WeightEnsemblingMoE.ValidateMergeable(baseModule, taskVectors);
-                    if (options.SharedRouter && sharedRouter is null)
-                    {
-                        int inputDimension = hidden + (options.PositionEncoding ? Router.PositionEncodingDimension : 0);
-                        sharedRouter = Router.Create(options.RouterDepth, inputDimension, taskVectors.TaskCount, options.InitLambda, generator);
-                    }
-
-                    var gate = sharedRouter ?? Router.Create(options.RouterDepth, hidden, taskVectors.TaskCount, options.InitLambda, generator);
-                    return new Moe.WeightEnsemblingMoE(
-                        baseModule,
-                        taskVectors,
-                        gate,
-                        ownsGate: sharedRouter is null,
-                        layerIndex: options.PositionEncoding ? layer : null);
-                },
-                moe => moe.Gate,
-                (model, modelPool, modules) => new UpscaledModel(
-                    model,
-                    modelPool,
-                    modules.Select(m => new UpscaledModule(m.Path, m.Layer, m.Target, m.Module)).ToList(),
-                    sharedRouter,
-                    options.Clone()));
-        }
-        catch
-        {
-            sharedRouter?.Dispose();
-            throw;
-        }
+        var (model, modelPool, layers, sharedRouter) = BuildCore(preferenceRouted: false);
+        return new UpscaledModel(
+            model,
+            modelPool,
+            layers.Select(l => new UpscaledModule(l.Path, l.Layer, l.Target, (Moe.WeightEnsemblingMoE)l.Module)).ToList(),
+            sharedRouter,
+            options.Clone());
     }
 
     /// <summary>
@@ -260,25 +233,17 @@ public sealed class ModelUpscaler
                 $"Preference routers are per module: {nameof(ModelUpscalerOptions.SharedRouter)} and {nameof(ModelUpscalerOptions.PositionEncoding)} must be off.", nameof(ModelUpscalerOptions.SharedRouter));
         }
 
-        return BuildCore(
-            (baseModule, taskVectors, _, generator) => new ParetoWeightEnsemblingModule(
-                baseModule,
-                taskVectors,
-                PreferenceRouter.Create(options.RouterDepth, taskVectors.TaskCount, options.InitLambda, generator)),
-            module => module.Gate,
-            (model, modelPool, modules) => new ParetoUpscaledModel(
-                model,
-                modelPool,
-                modules.Select(m => new ParetoUpscaledModule(m.Path, m.Layer, m.Target, m.Module)).ToList(),
-                options.Clone()));
+        var (model, modelPool, layers, _) = BuildCore(preferenceRouted: true);
+        return new ParetoUpscaledModel(
+            model,
+            modelPool,
+            layers.Select(l => new ParetoUpscaledModule(l.Path, l.Layer, l.Target, (ParetoWeightEnsemblingModule)l.Module)).ToList(),
+            options.Clone());
     }
 
-    // The build steps shared by every kind of upscaled model: read the sources, merge the base, wrap each selected module.
-    private TResult BuildCore<TModule, TResult>(
-        Func<nn.Module, TaskVectorDictionary, int, Generator, TModule> wrap,
-        Func<TModule, nn.Module> gateOf,
-        Func<ClipVisionModel, ModelPool, IReadOnlyList<(string Path, int Layer, UpscaleTargets Target, TModule Module)>, TResult> finish)
-        where TModule : nn.Module<Tensor, Tensor>
+    // The build steps every upscaled model shares: read the pool, merge the base, replace each selected module by a
+    // weight-ensembling layer whose router reads the tokens (WEMoE family) or a preference (PWEMoE); only routers train.
+    private (ClipVisionModel Model, ModelPool Pool, List<(string Path, int Layer, UpscaleTargets Target, WeightEnsemblingLayer Module)> Layers, Router? SharedRouter) BuildCore(bool preferenceRouted)
     {
         var checkStarted = Stopwatch.StartNew();
         var modelPool = ResolvePool();
@@ -296,7 +261,8 @@ public sealed class ModelUpscaler
         var total = Stopwatch.StartNew();
         var phase = Stopwatch.StartNew();
         var result = new ClipVisionModel(config, modelPool.HasProjection);
-        var upscaled = new List<(string Path, int Layer, UpscaleTargets Target, TModule Module)>();
+        var upscaled = new List<(string Path, int Layer, UpscaleTargets Target, WeightEnsemblingLayer Module)>();
+        Router? sharedRouter = null;
         try
         {
             Log.UpscalePhase(logger, "check experts", checkStarted.Elapsed.TotalMilliseconds);
@@ -315,7 +281,12 @@ public sealed class ModelUpscaler
                     phase.Restart();
                     var baseModule = target == UpscaleTargets.Mlp ? encoderLayer.Mlp : encoderLayer.SelfAttention;
                     var taskVectors = BuildTaskVectors(modelPool, path, baseModule);
-                    var module = wrap(baseModule, taskVectors, layer, generator);
+                    WeightEnsemblingLayer module = preferenceRouted
+                        ? new ParetoWeightEnsemblingModule(
+                            baseModule,
+                            taskVectors,
+                            PreferenceRouter.Create(options.RouterDepth, taskVectors.TaskCount, options.InitLambda, generator))
+                        : InputRoutedLayer(baseModule, taskVectors, layer, generator, ref sharedRouter);
                     if (target == UpscaleTargets.Mlp)
                     {
                         encoderLayer.Mlp = module;
@@ -338,21 +309,40 @@ public sealed class ModelUpscaler
 
             foreach (var module in upscaled)
             {
-                foreach (var parameter in gateOf(module.Module).parameters())
+                foreach (var parameter in module.Module.GateModule.parameters())
                 {
                     parameter.requires_grad = true;
                 }
             }
 
-            var finished = finish(result, modelPool, upscaled);
             Log.UpscaleCompleted(logger, upscaled.Count, total.Elapsed.TotalMilliseconds);
-            return finished;
+            return (result, modelPool, upscaled, sharedRouter);
         }
         catch
         {
             result.Dispose();
+            sharedRouter?.Dispose();
             throw;
         }
+    }
+
+    // A WEMoE layer: its own router, or the one router every layer shares (E-WEMoE, created at the first layer).
+    private Moe.WeightEnsemblingMoE InputRoutedLayer(nn.Module baseModule, TaskVectorDictionary taskVectors, int layer, Generator generator, ref Router? sharedRouter)
+    {
+        int hidden = WeightEnsemblingLayer.ValidateMergeable(baseModule, taskVectors);
+        if (options.SharedRouter && sharedRouter is null)
+        {
+            int inputDimension = hidden + (options.PositionEncoding ? Router.PositionEncodingDimension : 0);
+            sharedRouter = Router.Create(options.RouterDepth, inputDimension, taskVectors.TaskCount, options.InitLambda, generator);
+        }
+
+        var gate = sharedRouter ?? Router.Create(options.RouterDepth, hidden, taskVectors.TaskCount, options.InitLambda, generator);
+        return new Moe.WeightEnsemblingMoE(
+            baseModule,
+            taskVectors,
+            gate,
+            ownsGate: sharedRouter is null,
+            layerIndex: options.PositionEncoding ? layer : null);
     }
 
     private void ThrowIfPool()

@@ -9,7 +9,7 @@ namespace WeightEnsembling.Upscaling;
 /// Everything needed to rebuild an upscaled model (WEMoE, E-WEMoE, low-rank or sparse WEMoE, PWEMoE) from a model pool
 /// and to refuse a pool it was not trained on: the method, the upscaler's options, the experts' names in order and the
 /// fingerprints of θ_0 and of every task vector. It is written as <see cref="FileName"/> beside the router weights by
-/// <see cref="UpscaledModel.SavePretrained"/> and <c>ParetoUpscaledModel.SavePretrained</c>, as peft writes
+/// <see cref="UpscaledModelBase.SavePretrained"/> (for <see cref="UpscaledModel"/> and <c>ParetoUpscaledModel</c>), as peft writes
 /// <c>adapter_config.json</c>.
 /// </summary>
 public sealed record UpscaledModelConfig

@@ -208,8 +208,8 @@ internal static class UpscaledModelParts
     /// Rebuilds a saved model over a pool: reads the configuration, checks its method and the pool (before anything is
     /// built), builds the model with the saved options and loads the saved weights; disposes the model on failure.
     /// </summary>
-    public static T FromPretrained<T>(string folder, Models.ModelPool modelPool, string[] methods, Func<ModelUpscaler, T> build, Action<T, string> load)
-        where T : IDisposable
+    public static T FromPretrained<T>(string folder, Models.ModelPool modelPool, string[] methods, Func<ModelUpscaler, T> build)
+        where T : UpscaledModelBase
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
         ArgumentNullException.ThrowIfNull(modelPool);
@@ -233,7 +233,7 @@ internal static class UpscaledModelParts
 
         try
         {
-            load(model, folder);
+            model.LoadPretrained(folder);
             return model;
         }
         catch
