@@ -13,9 +13,11 @@ public static class HelperProgram
     {
         if (args.Length == 3 && args[0] == "atomic-save")
         {
-            return AtomicSaveLoop.Run(args[1], args[2]);
+            return args[1] is "routers" or "adamerging" or "adaptation"
+                ? TrainedWeightsStates.Run(args[1], args[2])
+                : AtomicSaveLoop.Run(args[1], args[2]);
         }
-        Console.Error.WriteLine("usage: atomic-save sharded|clip FOLDER");
+        Console.Error.WriteLine("usage: atomic-save sharded|clip|routers|adamerging|adaptation TARGET");
         return 2;
     }
 }

@@ -1,4 +1,7 @@
 using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using WeightEnsembling.SafeTensors;
 using static TorchSharp.torch;
 
@@ -7,9 +10,10 @@ namespace WeightEnsembling.Models;
 /// <summary>
 /// Reads and writes the folder of a saved adapted model (upscaled routers, AdaMerging coefficients): a JSON configuration
 /// and the trained weights in a content-addressed safetensors file (<c>weights-{sha256 prefix}.safetensors</c>) that the configuration
-/// names with its full SHA-256. The weights are written first and the configuration last, each atomically, so that at
-/// any moment the configuration names a complete weights file: a save killed part-way leaves the previous save loadable,
-/// and a folder whose weights do not match its configuration is refused.
+/// names with its full SHA-256. The weights are written first and the configuration last, each atomically (temporary
+/// file, fsync, rename, fsync of the folder), so that at any moment, and after a power loss once a save has returned, the
+/// configuration names a complete weights file: a save killed part-way leaves the previous save loadable, the next save
+/// removes what it left, and a folder whose weights do not match its configuration is refused.
 /// </summary>
 internal static class TrainedWeightsFolder
 {
@@ -34,14 +38,21 @@ internal static class TrainedWeightsFolder
             string sha = Sha256(pending);
             string weightsFile = $"{WeightsPrefix}{sha[..16]}{WeightsSuffix}";
             File.Move(pending, Path.Combine(folder, weightsFile), overwrite: true);
-            WriteAtomically(Path.Combine(folder, configFileName), configJson(weightsFile, sha));
 
-            // The new configuration is in place: weights files it does not name, and leftovers of killed saves, go.
+            // The weights' new name must be on the device before the configuration naming it (after a power loss the
+            // configuration could otherwise name a file the folder does not list).
+            Durability.FlushFolder(folder);
+            byte[] config = Encoding.UTF8.GetBytes(configJson(weightsFile, sha));
+            SafeTensorsWriter.WriteAtomically(Path.Combine(folder, configFileName), stream => stream.Write(config));
+
+            // The new configuration is in place: weights files it does not name, and leftovers of killed saves (pending
+            // weights, their temporary files ".{pending}.GUID.tmp", the configuration's ".{config}.GUID.tmp"), go.
             foreach (var file in Directory.EnumerateFiles(folder))
             {
                 string name = Path.GetFileName(file);
                 bool staleWeights = name.StartsWith(WeightsPrefix, StringComparison.Ordinal) && name.EndsWith(WeightsSuffix, StringComparison.Ordinal) && name != weightsFile;
-                bool leftover = name.StartsWith(PendingPrefix, StringComparison.Ordinal) || name.StartsWith("." + configFileName + ".", StringComparison.Ordinal);
+                bool leftover = name.StartsWith(PendingPrefix, StringComparison.Ordinal) || name.StartsWith("." + PendingPrefix, StringComparison.Ordinal)
+                    || name.StartsWith("." + configFileName + ".", StringComparison.Ordinal);
                 if (staleWeights || leftover)
                 {
                     File.Delete(file);
@@ -84,7 +95,7 @@ internal static class TrainedWeightsFolder
             using var file = SafeTensorsFile.Open(path);
             foreach (var name in file.Names)
             {
-                routers[name] = file.Load(name);
+                routers[name] = LoadTensor(file, name, path);
             }
 
             CheckFinite(routers, $"'{path}'");
@@ -98,6 +109,39 @@ internal static class TrainedWeightsFolder
             }
 
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Parses a configuration JSON (duplicate keys refused) after checking every string and key for lone surrogate escapes,
+    /// which <see cref="JsonNode"/> would only report later, as an <see cref="InvalidOperationException"/>, when the value is read.
+    /// </summary>
+    /// <exception cref="JsonException">The text is not valid JSON, repeats a key or holds a lone surrogate escape.</exception>
+    public static JsonNode? ParseConfig(string path)
+    {
+        string text = File.ReadAllText(path);
+        var reader = new Utf8JsonReader(Encoding.UTF8.GetBytes(text), new JsonReaderOptions { MaxDepth = 64 });
+        while (reader.Read())
+        {
+            if (reader.TokenType is JsonTokenType.PropertyName or JsonTokenType.String)
+            {
+                StrictJson.CheckEscapes(ref reader);
+            }
+        }
+
+        return JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false });
+    }
+
+    /// <summary>Loads one tensor of a trained-weights file; a dtype TorchSharp lacks is an <see cref="InvalidDataException"/> naming the file.</summary>
+    public static Tensor LoadTensor(SafeTensorsFile file, string name, string path)
+    {
+        try
+        {
+            return file.Load(name);
+        }
+        catch (NotSupportedException e)
+        {
+            throw new InvalidDataException($"'{path}': {e.Message}", e);
         }
     }
 
@@ -117,28 +161,5 @@ internal static class TrainedWeightsFolder
     {
         using var stream = File.OpenRead(path);
         return Convert.ToHexStringLower(SHA256.HashData(stream));
-    }
-
-    private static void WriteAtomically(string path, string text)
-    {
-        string temp = Path.Combine(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
-            {
-                var bytes = System.Text.Encoding.UTF8.GetBytes(text);
-                stream.Write(bytes);
-                stream.Flush(flushToDisk: true);
-            }
-
-            File.Move(temp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp))
-            {
-                File.Delete(temp);
-            }
-        }
     }
 }

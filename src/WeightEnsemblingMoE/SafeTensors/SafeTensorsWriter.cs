@@ -227,7 +227,11 @@ public static partial class SafeTensorsWriter
         TensorBytes.Visit(data, (span, _) => stream.Write(span));
     }
 
-    /// <summary>Writes a file through a temporary file in the same folder, flushed to disk and renamed over the target.</summary>
+    /// <summary>
+    /// Writes a file through a temporary file in the same folder (<c>.NAME.GUID.tmp</c>), flushed to disk and renamed over
+    /// the target, the folder flushed after the rename; then deletes temporary files of this target that earlier saves
+    /// killed part-way left behind.
+    /// </summary>
     internal static void WriteAtomically(string path, Action<FileStream> write)
     {
         var folder = Path.GetDirectoryName(path)!;
@@ -257,6 +261,32 @@ public static partial class SafeTensorsWriter
                 // Best effort: the original exception matters more.
             }
             throw;
+        }
+
+        DeleteTemporaryFiles(folder, Path.GetFileName(path));
+    }
+
+    /// <summary>Deletes the temporary files of writes of <paramref name="fileName"/> in <paramref name="folder"/> (best effort).</summary>
+    internal static void DeleteTemporaryFiles(string folder, string fileName)
+    {
+        foreach (var leftover in Directory.EnumerateFiles(folder, $".{fileName}.*.tmp"))
+        {
+            var name = Path.GetFileName(leftover);
+            if (name.Length == fileName.Length + 38 && AtomicFolderWriter.IsTemporaryFileName(name))
+            {
+                try
+                {
+                    File.Delete(leftover);
+                }
+                catch (IOException)
+                {
+                    // Best effort: another process may hold it; the next save tries again.
+                }
+                catch (UnauthorizedAccessException)
+                {
+                    // Same.
+                }
+            }
         }
     }
 

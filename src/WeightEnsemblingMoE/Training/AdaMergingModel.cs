@@ -152,7 +152,7 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
         JsonObject config;
         try
         {
-            config = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
+            config = TrainedWeightsFolder.ParseConfig(path) as JsonObject
                 ?? throw new InvalidDataException($"'{path}' does not hold a JSON object.");
         }
         catch (JsonException e)
@@ -235,7 +235,7 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
         AdaMergingOptions options;
         try
         {
-            var config = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false })!;
+            var config = TrainedWeightsFolder.ParseConfig(path)!;
             options = new AdaMergingOptions
             {
                 Granularity = config["granularity"]!.GetValue<string>() switch
@@ -247,8 +247,9 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
                 Clamp = config["clamp"]!.GetValue<bool>(),
                 InitLambda = config["init_lambda"]!.GetValue<double>(),
             };
+            options.Validate();
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException or FormatException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException or FormatException or ArgumentException)
         {
             throw new InvalidDataException($"'{path}' is not a valid AdaMerging configuration: {e.Message}", e);
         }

@@ -123,7 +123,7 @@ public static class AdaptationCheckpoint
                 throw new InvalidDataException($"Checkpoint '{path}' lacks trainable parameter '{name}'.");
             }
 
-            var tensor = file.Load(name);
+            var tensor = Models.TrainedWeightsFolder.LoadTensor(file, name, path);
             if (!tensor.shape.SequenceEqual(parameter.shape))
             {
                 throw new InvalidDataException(
@@ -133,6 +133,7 @@ public static class AdaptationCheckpoint
             loaded[name] = tensor;
         }
 
+        Models.TrainedWeightsFolder.CheckFinite(loaded, $"Checkpoint '{path}'");
         var extra = file.Names.Where(n => !loaded.ContainsKey(n) && !n.StartsWith("optimizer.", StringComparison.Ordinal)).ToList();
         if (extra.Count > 0)
         {
@@ -146,7 +147,9 @@ public static class AdaptationCheckpoint
                 throw new InvalidDataException($"Checkpoint '{path}' holds no optimizer state: it can be loaded but not resumed.");
             }
 
-            var state = file.Names.Where(n => n.StartsWith("optimizer.", StringComparison.Ordinal)).ToDictionary(n => n, file.Load, StringComparer.Ordinal);
+            var state = file.Names.Where(n => n.StartsWith("optimizer.", StringComparison.Ordinal))
+                .ToDictionary(n => n, n => Models.TrainedWeightsFolder.LoadTensor(file, n, path), StringComparer.Ordinal);
+            Models.TrainedWeightsFolder.CheckFinite(state, $"Checkpoint '{path}'");
             optimizer.LoadState(state, info.Step, path);
         }
 

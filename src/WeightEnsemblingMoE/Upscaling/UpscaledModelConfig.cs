@@ -154,7 +154,7 @@ public sealed record UpscaledModelConfig
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
+            root = Models.TrainedWeightsFolder.ParseConfig(path) as JsonObject
                 ?? throw new InvalidDataException($"'{path}' does not hold a JSON object.");
         }
         catch (JsonException e)

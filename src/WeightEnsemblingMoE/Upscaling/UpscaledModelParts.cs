@@ -220,7 +220,17 @@ internal static class UpscaledModelParts
         }
 
         CheckPool(folder, saved, modelPool);
-        var model = build(ModelUpscaler.For(modelPool).WithOptions(saved.ToOptions()));
+        T model;
+        try
+        {
+            model = build(ModelUpscaler.For(modelPool).WithOptions(saved.ToOptions()));
+        }
+        catch (ArgumentException e)
+        {
+            // The pool was checked above: an option the pool's model cannot take (e.g. a layer it lacks) is the file's fault.
+            throw new InvalidDataException($"The options saved in '{folder}' do not fit this pool's model: {e.Message}", e);
+        }
+
         try
         {
             model.LoadPretrained(folder);

@@ -49,7 +49,7 @@ public sealed class SafeTensorsFuzzTests
     private static readonly string[] OurDTypes = ["BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"];
     private static readonly string[] OtherDTypes = ["F4", "F6_E2M3", "F8_E8M0", "C64"];
 
-    private static readonly string[] Numbers =
+    internal static readonly string[] Numbers =
     [
         "0", "1", "2", "3", "-0", "-1", "1.0", "1e2", "1e400", "01", "4", "8", "18446744073709551615", "18446744073709551616",
         "4611686018427387904", "9223372036854775807", "9223372036854775808", "3037000500", "4294967296",
@@ -103,7 +103,8 @@ public sealed class SafeTensorsFuzzTests
         return ("{" + string.Join(",", entries) + "}", data.ToArray());
     }
 
-    private static string Mutate(string text, Random random)
+    /// <summary>One random mutation of a JSON text (shared with <see cref="TrainedWeightsFuzzTests"/>).</summary>
+    internal static string Mutate(string text, Random random)
     {
         switch (random.Next(12))
         {

@@ -36,7 +36,7 @@ public sealed class AtomicSaveKillTests
     }
 
     /// <summary>Kills the child after it has completed <paramref name="savesFirst"/> saves plus a random delay (SIGKILL on Unix).</summary>
-    private static int RunAndKill(string mode, string folder, Random random)
+    internal static int RunAndKill(string mode, string folder, Random random)
     {
         using var child = StartChild(mode, folder);
         var savesFirst = random.Next(0, 3);
