@@ -7,14 +7,12 @@ using static TorchSharp.torch;
 namespace WeightEnsembling.Training;
 
 /// <summary>
-/// Adapts an <see cref="UpscaledModel"/> (WEMoE with 0-, 1- or 2-layer routers, E-WEMoE with a shared router and sparse
+/// Trains an <see cref="UpscaledModel"/> (WEMoE with 0-, 1- or 2-layer routers, E-WEMoE with a shared router and sparse
 /// task vectors, or a low-rank WEMoE): only the routers train, with batch-mean routing while training and per-sample
 /// routing for evaluation.
 /// </summary>
 public sealed class AdaptableUpscaledModel : IAdaptableModel
 {
-    private string? fingerprint;
-
     /// <summary>Wraps <paramref name="model"/>, which the caller keeps owning.</summary>
     /// <param name="model">The upscaled model.</param>
     public AdaptableUpscaledModel(UpscaledModel model)
@@ -27,45 +25,15 @@ public sealed class AdaptableUpscaledModel : IAdaptableModel
     public UpscaledModel Model { get; }
 
     /// <summary><c>WEMoE</c>, or <c>E-WEMoE</c> when the router is shared.</summary>
-    public string Method => Model.Options.SharedRouter ? "E-WEMoE" : "WEMoE";
+    public string Method => Model.Method;
 
     /// <summary>
     /// The distinct router parameters, each named by the first state-dict key it has (e.g.
     /// <c>vision_model.encoder.layers.0.mlp.gate.fc1.weight</c>); a shared router appears once.
     /// </summary>
     /// <returns>The named parameters.</returns>
-    public IReadOnlyList<KeyValuePair<string, Parameter>> NamedTrainableParameters()
-    {
-        var seen = new HashSet<IntPtr>();
-        var result = new List<KeyValuePair<string, Parameter>>();
-        foreach (var module in Model.Modules)
-        {
-            foreach (var (name, parameter) in module.Module.Gate.named_parameters())
-            {
-                if (parameter.requires_grad && seen.Add(parameter.Handle))
-                {
-                    result.Add(KeyValuePair.Create($"{module.Path}.gate.{name}", parameter));
-                }
-            }
-        }
-
-        return result;
-    }
-
-    /// <summary>SHA-256 over every non-router tensor of the model (merged base, pre-trained weights of upscaled modules, task vectors); computed once.</summary>
-    /// <returns>The digest.</returns>
-    public string Fingerprint()
-    {
-        if (fingerprint is null)
-        {
-            var gatePrefixes = Model.Modules.Select(m => m.Path + ".gate.").ToArray();
-            var state = Model.Model.state_dict()
-                .Where(p => !gatePrefixes.Any(prefix => p.Key.StartsWith(prefix, StringComparison.Ordinal)));
-            fingerprint = WeightFingerprint.Of(state, "upscaled");
-        }
-
-        return fingerprint;
-    }
+    public IReadOnlyList<KeyValuePair<string, Parameter>> NamedTrainableParameters() =>
+        NamedGateParameters(Model.Modules.Select(m => (m.Path, (nn.Module)m.Module.Gate)));
 
     /// <summary>Batch-mean routing while training, per-sample routing otherwise.</summary>
     /// <param name="training">Whether the model is about to be trained.</param>
@@ -76,4 +44,31 @@ public sealed class AdaptableUpscaledModel : IAdaptableModel
     /// <param name="pixelValues">Images [B, C, H, W].</param>
     /// <returns>Features [B, D].</returns>
     public Tensor Features(Tensor pixelValues) => Model.Model.GetImageFeatures(pixelValues);
+
+    /// <summary><see cref="UpscaledModel.SavePretrained"/>.</summary>
+    /// <param name="folder">The folder.</param>
+    public void SavePretrained(string folder) => Model.SavePretrained(folder);
+
+    /// <summary><see cref="UpscaledModel.LoadPretrained"/>.</summary>
+    /// <param name="folder">The saved folder.</param>
+    public void LoadPretrained(string folder) => Model.LoadPretrained(folder);
+
+    /// <summary>The distinct trainable parameters of routers, named <c>{path}.gate.{name}</c> after the first module holding each.</summary>
+    internal static IReadOnlyList<KeyValuePair<string, Parameter>> NamedGateParameters(IEnumerable<(string Path, nn.Module Gate)> gates)
+    {
+        var seen = new HashSet<IntPtr>();
+        var result = new List<KeyValuePair<string, Parameter>>();
+        foreach (var (path, gate) in gates)
+        {
+            foreach (var (name, parameter) in gate.named_parameters())
+            {
+                if (parameter.requires_grad && seen.Add(parameter.Handle))
+                {
+                    result.Add(KeyValuePair.Create($"{path}.gate.{name}", parameter));
+                }
+            }
+        }
+
+        return result;
+    }
 }

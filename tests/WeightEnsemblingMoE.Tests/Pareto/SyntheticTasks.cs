@@ -3,6 +3,7 @@ using WeightEnsembling.Clip;
 using WeightEnsembling.Pareto;
 using WeightEnsembling.Tasks;
 using WeightEnsembling.Tests.Upscaling;
+using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
 using static TorchSharp.torch;
 
@@ -37,6 +38,7 @@ internal sealed class SyntheticTasks : IDisposable
         }
 
         Tasks = tasks;
+        ClassificationTasks = tasks.Select(t => ClassificationTask.Of(t.Item1, t.Item2)).ToList();
     }
 
     public ClipVisionModel Pretrained { get; }
@@ -44,6 +46,9 @@ internal sealed class SyntheticTasks : IDisposable
     public ClipVisionModel[] Experts { get; }
 
     public IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> Tasks { get; }
+
+    /// <summary>The same tasks as the trainer takes them.</summary>
+    public IReadOnlyList<ClassificationTask> ClassificationTasks { get; }
 
     public ParetoUpscaledModel BuildPareto(int depth = 2) =>
         ModelUpscaler.For(Pretrained).WithExperts(Experts).WithRouterDepth(depth).WithInitLambda(0.3).WithSeed(7).BuildPareto();

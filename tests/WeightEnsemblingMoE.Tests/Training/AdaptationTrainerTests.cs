@@ -4,12 +4,13 @@ using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tests.SafeTensors;
 using WeightEnsembling.TaskVectors;
 using WeightEnsembling.Training;
+using WeightEnsembling.Upscaling;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Tests.Training;
 
 [TestFixture, NonParallelizable]
-public sealed class EntropyTrainerTests
+public sealed class AdaptationTrainerTests
 {
     private TrainingFixture fixture = null!;
 
@@ -26,7 +27,7 @@ public sealed class EntropyTrainerTests
         var adaptable = new AdaptableUpscaledModel(upscaled);
         var routerKeys = adaptable.NamedTrainableParameters().Select(p => p.Key).ToHashSet();
         var before = upscaled.Model.state_dict().ToDictionary(p => p.Key, p => p.Value.detach().clone());
-        new EntropyTrainer().Adapt(adaptable, fixture.Tasks, TrainingFixture.Options());
+        new AdaptationTrainer().Adapt(adaptable, fixture.Tasks, TrainingFixture.Options());
         foreach (var (key, tensor) in upscaled.Model.state_dict())
         {
             bool unchanged = tensor.equal(before[key]).all().item<bool>();
@@ -45,7 +46,7 @@ public sealed class EntropyTrainerTests
             var adaptable = new AdaptableUpscaledModel(upscaled);
             var options = TrainingFixture.Options(5);
             options.CosineSchedule = true;
-            new EntropyTrainer().Adapt(adaptable, fixture.Tasks, options);
+            new AdaptationTrainer().Adapt(adaptable, fixture.Tasks, options);
             return TrainingFixture.Snapshot(adaptable);
         }
 
@@ -61,7 +62,7 @@ public sealed class EntropyTrainerTests
             var adaptable = new AdaptableUpscaledModel(upscaled);
             var options = TrainingFixture.Options(3);
             options.Seed = seed;
-            new EntropyTrainer().Adapt(adaptable, fixture.Tasks, options);
+            new AdaptationTrainer().Adapt(adaptable, fixture.Tasks, options);
             return TrainingFixture.Snapshot(adaptable);
         }
 
@@ -69,19 +70,23 @@ public sealed class EntropyTrainerTests
     }
 
     [Test]
-    public void Adapt_CancelledDuringStepThree_StopsAfterStepThreeInEvaluationMode()
+    public void Adapt_CancelledDuringStepThree_ThrowsAfterStepThreeInEvaluationMode()
     {
         using var upscaled = fixture.Upscale();
+        var adaptable = new AdaptableUpscaledModel(upscaled);
         using var cancellation = new CancellationTokenSource();
+        Dictionary<string, Tensor>? atStepThree = null;
         var progress = new SynchronousProgress(p =>
         {
             if (p.Step == 3)
             {
+                atStepThree = TrainingFixture.Snapshot(adaptable);
                 cancellation.Cancel();
             }
         });
-        var result = new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, TrainingFixture.Options(10), progress, cancellation.Token);
-        Assert.That((result.Cancelled, result.StepsCompleted, progress.Reports.Count), Is.EqualTo((true, 3, 3)));
+        Assert.Throws<OperationCanceledException>(() => new AdaptationTrainer().Adapt(adaptable, fixture.Tasks, TrainingFixture.Options(10), progress, cancellation.Token));
+        Assert.That(progress.Reports, Has.Count.EqualTo(3));
+        Assert.That(TrainingFixture.BitEqual(atStepThree!, TrainingFixture.Snapshot(adaptable)), Is.True);
         Assert.That(upscaled.RoutingMode, Is.EqualTo(RoutingMode.PerSample));
     }
 
@@ -92,7 +97,7 @@ public sealed class EntropyTrainerTests
         var progress = new SynchronousProgress(_ => { });
         var options = TrainingFixture.Options(4);
         options.CosineSchedule = true;
-        new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, options, progress);
+        new AdaptationTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, options, progress);
         Assert.That(progress.Reports.Select(r => r.Step), Is.EqualTo(new[] { 1, 2, 3, 4 }));
         Assert.That(progress.Reports[0].Losses.Keys, Is.EquivalentTo(new[] { "t0", "t1" }));
         Assert.That(progress.Reports.All(r => r.Losses.Values.All(l => l > 0 && l <= Math.Log(3) + 1e-6)), Is.True);
@@ -110,32 +115,61 @@ public sealed class EntropyTrainerTests
         using (var upscaled = fixture.Upscale())
         {
             var adaptable = new AdaptableUpscaledModel(upscaled);
-            new EntropyTrainer().Adapt(adaptable, fixture.Tasks, options);
+            new AdaptationTrainer().Adapt(adaptable, fixture.Tasks, options);
             uninterrupted = TrainingFixture.Snapshot(adaptable);
         }
 
         using (var upscaled = fixture.Upscale())
         {
             var first = options.Clone();
-            first.CheckpointPath = folder.File("tta.safetensors");
-            first.CheckpointEvery = 3;
-            using var cancellation = new CancellationTokenSource();
-            var stopAtThree = new SynchronousProgress(p =>
-            {
-                if (p.Step == 3)
-                {
-                    cancellation.Cancel();
-                }
-            });
-            new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, first, stopAtThree, cancellation.Token);
+            first.Steps = 3;
+            first.CheckpointFolder = folder.File("checkpoint");
+            new AdaptationTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, first);
         }
 
         using var resumedModel = fixture.Upscale();
         var resumed = new AdaptableUpscaledModel(resumedModel);
         var second = options.Clone();
-        second.ResumeFrom = folder.File("tta.safetensors");
-        var result = new EntropyTrainer().Adapt(resumed, fixture.Tasks, second);
+        second.ResumeFrom = folder.File("checkpoint");
+        var result = new AdaptationTrainer().Adapt(resumed, fixture.Tasks, second);
         Assert.That((result.StartStep, result.StepsCompleted), Is.EqualTo((3, 6)));
+        Assert.That(TrainingFixture.BitEqual(uninterrupted, TrainingFixture.Snapshot(resumed)), Is.True);
+    }
+
+    [Test]
+    public void Adapt_CancelledWithCheckpointFolder_SavesCheckpointThatResumesBitForBit()
+    {
+        using var folder = new TempFolder();
+        var options = TrainingFixture.Options(6);
+        Dictionary<string, Tensor> uninterrupted;
+        using (var upscaled = fixture.Upscale())
+        {
+            var adaptable = new AdaptableUpscaledModel(upscaled);
+            new AdaptationTrainer().Adapt(adaptable, fixture.Tasks, options);
+            uninterrupted = TrainingFixture.Snapshot(adaptable);
+        }
+
+        using (var upscaled = fixture.Upscale())
+        {
+            var first = options.Clone();
+            first.CheckpointFolder = folder.File("checkpoint");
+            using var cancellation = new CancellationTokenSource();
+            var stopAtTwo = new SynchronousProgress(p =>
+            {
+                if (p.Step == 2)
+                {
+                    cancellation.Cancel();
+                }
+            });
+            Assert.Throws<OperationCanceledException>(() => new AdaptationTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, first, stopAtTwo, cancellation.Token));
+        }
+
+        using var resumedModel = fixture.Upscale();
+        var resumed = new AdaptableUpscaledModel(resumedModel);
+        var second = options.Clone();
+        second.ResumeFrom = folder.File("checkpoint");
+        var result = new AdaptationTrainer().Adapt(resumed, fixture.Tasks, second);
+        Assert.That(result.StartStep, Is.EqualTo(2));
         Assert.That(TrainingFixture.BitEqual(uninterrupted, TrainingFixture.Snapshot(resumed)), Is.True);
     }
 
@@ -147,8 +181,8 @@ public sealed class EntropyTrainerTests
             using var upscaled = fixture.Upscale();
             var adaptable = new AdaptableUpscaledModel(upscaled);
             var options = TrainingFixture.Options(3);
-            options.AccumulateGradientsPerTask = perTask;
-            new EntropyTrainer().Adapt(adaptable, fixture.Tasks, options);
+            options.Objective = new EntropyObjective { AccumulateGradientsPerTask = perTask };
+            new AdaptationTrainer().Adapt(adaptable, fixture.Tasks, options);
             return TrainingFixture.Snapshot(adaptable);
         }
 
@@ -166,7 +200,7 @@ public sealed class EntropyTrainerTests
         using var upscaled = fixture.Upscale();
         var live = new Dictionary<int, long>();
         var progress = new SynchronousProgress(p => live[p.Step] = DisposeScopeManager.Statistics.ThreadTotalLiveCount);
-        new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, TrainingFixture.Options(60), progress);
+        new AdaptationTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, TrainingFixture.Options(60), progress);
         Assert.That(live[60], Is.EqualTo(live[10]));
     }
 
@@ -176,7 +210,7 @@ public sealed class EntropyTrainerTests
         using var upscaled = fixture.Upscale(u => u.WithSharedRouter(positionEncoding: true).WithTaskVectorStorage(TaskVectorStorageOptions.Sparse(0.9)));
         var adaptable = new AdaptableUpscaledModel(upscaled);
         var before = TrainingFixture.Snapshot(adaptable);
-        new EntropyTrainer().Adapt(adaptable, fixture.Tasks, TrainingFixture.Options(2));
+        new AdaptationTrainer().Adapt(adaptable, fixture.Tasks, TrainingFixture.Options(2));
         Assert.That(adaptable.Method, Is.EqualTo("E-WEMoE"));
         Assert.That(before.Keys.All(k => k.StartsWith("vision_model.encoder.layers.0.", StringComparison.Ordinal)), Is.True);
         Assert.That(TrainingFixture.BitEqual(before, TrainingFixture.Snapshot(adaptable)), Is.False);
@@ -188,7 +222,7 @@ public sealed class EntropyTrainerTests
         using var upscaled = fixture.Upscale(u => u.WithRouterDepth(1).WithTaskVectorStorage(TaskVectorStorageOptions.LowRank(2)));
         var adaptable = new AdaptableUpscaledModel(upscaled);
         var before = TrainingFixture.Snapshot(adaptable);
-        new EntropyTrainer().Adapt(adaptable, fixture.Tasks, TrainingFixture.Options(2));
+        new AdaptationTrainer().Adapt(adaptable, fixture.Tasks, TrainingFixture.Options(2));
         Assert.That(TrainingFixture.BitEqual(before, TrainingFixture.Snapshot(adaptable)), Is.False);
     }
 
@@ -197,7 +231,7 @@ public sealed class EntropyTrainerTests
     {
         using var upscaled = fixture.Upscale();
         var options = TrainingFixture.Options(0);
-        var error = Assert.Throws<ArgumentException>(() => new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, options));
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => new AdaptationTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, options));
         Assert.That(error!.ParamName, Is.EqualTo("Steps"));
     }
 
@@ -207,53 +241,81 @@ public sealed class EntropyTrainerTests
         using var upscaled = fixture.Upscale();
         using var head = new WeightEnsembling.Tasks.LinearClassificationHead(8, 5);
         var tasks = new[] { fixture.Tasks[0] with { Head = head } };
-        var error = Assert.Throws<ArgumentException>(() => new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), tasks, TrainingFixture.Options()));
+        var error = Assert.Throws<ArgumentException>(() => new AdaptationTrainer().Adapt(new AdaptableUpscaledModel(upscaled), tasks, TrainingFixture.Options()));
         Assert.That(error!.Message, Does.Contain("'t0'").And.Contain("5 classes"));
     }
 
     [Test]
-    public void Adam_SameGradients_MatchesTorchSharpAdam()
+    public void Adapt_EntropyObjectiveOnParetoWrapperWithPreference_Runs()
     {
-        using var ours = new TorchSharp.Modules.Parameter(tensor(new float[] { 1f, -2f, 3f }));
-        using var theirs = new TorchSharp.Modules.Parameter(tensor(new float[] { 1f, -2f, 3f }));
-        using var adam = new AdamOptimizer([KeyValuePair.Create("p", ours)], 0.9, 0.999, 1e-8);
-        using var reference = optim.Adam([theirs], lr: 0.1);
-        for (int step = 0; step < 5; step++)
-        {
-            using var scope = NewDisposeScope();
-            adam.ZeroGrad();
-            reference.zero_grad();
-            (ours * ours * ours).sum().backward();
-            (theirs * theirs * theirs).sum().backward();
-            adam.Step(0.1);
-            reference.step();
-        }
+        using var pareto = ModelUpscaler.For(fixture.Pretrained).WithExperts(fixture.Experts).BuildPareto();
+        var adaptable = new AdaptableParetoModel(pareto);
+        adaptable.SetPreference([0.5, 0.5]);
+        var before = TrainingFixture.Snapshot(adaptable);
+        new AdaptationTrainer().Adapt(adaptable, fixture.Tasks, TrainingFixture.Options(2));
+        Assert.That(TrainingFixture.BitEqual(before, TrainingFixture.Snapshot(adaptable)), Is.False);
+    }
 
-        Assert.That(ours.allclose(theirs, rtol: 0, atol: 1e-6), Is.True, $"{ours.str()} vs {theirs.str()}");
+    [Test]
+    public void Adapt_ParetoObjectiveOnUpscaledModel_ThrowsNamingModel()
+    {
+        using var upscaled = fixture.Upscale();
+        var options = TrainingFixture.Options(1);
+        options.Objective = new ParetoObjective();
+        var error = Assert.Throws<ArgumentException>(() => new AdaptationTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, options));
+        Assert.That(error!.Message, Does.Contain("preference-conditioned").And.Contain("WEMoE"));
     }
 
     [Test]
     public void LearningRateAt_Cosine_FollowsCosineAnnealing()
     {
-        var options = new TestTimeAdaptationOptions { LearningRate = 1e-3, Steps = 10, CosineSchedule = true };
+        var options = new AdaptationOptions { LearningRate = 1e-3, Steps = 10, CosineSchedule = true };
         Assert.That(options.LearningRateAt(0), Is.EqualTo(1e-3));
         Assert.That(options.LearningRateAt(5), Is.EqualTo(5e-4).Within(1e-12));
         Assert.That(options.LearningRateAt(10), Is.EqualTo(0).Within(1e-12));
     }
 
     [Test]
-    public void Options_Defaults_AreFusionBenchs()
+    public void LearningRateAt_CosineWithFloor_FollowsCosineAnnealingToEtaMin()
     {
-        var options = new TestTimeAdaptationOptions();
-        Assert.That((options.LearningRate, options.Steps, options.BatchSize), Is.EqualTo((1e-4, 1000, 16)));
-        Assert.That(TestTimeAdaptationOptions.ForAdaMerging().LearningRate, Is.EqualTo(1e-3));
+        // PyTorch: CosineAnnealingLR(T_max=10, eta_min=0.1 * 0.02) gives 0.02, 0.011 and 0.002 at epochs 0, 5 and 10.
+        var options = new AdaptationOptions { LearningRate = 0.02, Steps = 10, CosineSchedule = true, MinLearningRateRatio = 0.1 };
+        Assert.That(options.LearningRateAt(0), Is.EqualTo(0.02).Within(1e-15));
+        Assert.That(options.LearningRateAt(5), Is.EqualTo(0.011).Within(1e-15));
+        Assert.That(options.LearningRateAt(10), Is.EqualTo(0.002).Within(1e-15));
     }
 
-    private sealed class SynchronousProgress(Action<TestTimeAdaptationProgress> onReport) : IProgress<TestTimeAdaptationProgress>
+    [Test]
+    public void Options_Defaults_AreFusionBenchs()
     {
-        public List<TestTimeAdaptationProgress> Reports { get; } = [];
+        var options = new AdaptationOptions();
+        Assert.That((options.LearningRate, options.Steps, options.BatchSize, options.CosineSchedule), Is.EqualTo((1e-4, 1000, 16, false)));
+        Assert.That(options.Objective, Is.InstanceOf<EntropyObjective>());
+        Assert.That(AdaptationOptions.ForAdaMerging().LearningRate, Is.EqualTo(1e-3));
+        var pwemoe = AdaptationOptions.ForPwemoe();
+        Assert.That((pwemoe.LearningRate, pwemoe.Steps, pwemoe.Seed, pwemoe.MinLearningRateRatio, pwemoe.Objective.Name), Is.EqualTo((1e-2, 2000, 42, 0.1, "pareto-ls")));
+    }
 
-        public void Report(TestTimeAdaptationProgress value)
+    [TestCase(nameof(AdaptationOptions.Steps))]
+    [TestCase(nameof(AdaptationOptions.MinLearningRateRatio))]
+    [TestCase(nameof(ParetoObjective.DirichletAlpha))]
+    public void Validate_BadOption_ThrowsNamingIt(string option)
+    {
+        var options = option switch
+        {
+            nameof(AdaptationOptions.Steps) => new AdaptationOptions { Steps = 0 },
+            nameof(AdaptationOptions.MinLearningRateRatio) => new AdaptationOptions { MinLearningRateRatio = -1 },
+            _ => new AdaptationOptions { Objective = new ParetoObjective { DirichletAlpha = -1 } },
+        };
+        var error = Assert.Throws<ArgumentOutOfRangeException>(options.Validate);
+        Assert.That(error!.ParamName, Is.EqualTo(option));
+    }
+
+    private sealed class SynchronousProgress(Action<AdaptationProgress> onReport) : IProgress<AdaptationProgress>
+    {
+        public List<AdaptationProgress> Reports { get; } = [];
+
+        public void Report(AdaptationProgress value)
         {
             Reports.Add(value);
             onReport(value);
