@@ -104,10 +104,20 @@ public sealed class ParetoObjectiveTests
 
         using (var model = tasks.BuildPareto())
         {
+            // Stopped after step 3 of 6, so the cosine schedule is the same as the uninterrupted run's.
             var first = options.Clone();
-            first.Steps = 3;
             first.CheckpointFolder = folder.File("checkpoint");
-            Train(model, tasks, first);
+            first.CheckpointInterval = 3;
+            using var cancellation = new CancellationTokenSource();
+            var history = new List<AdaptationProgress>();
+            var stop = new Recorder(history, p =>
+            {
+                if (p.Step == 3)
+                {
+                    cancellation.Cancel();
+                }
+            });
+            Assert.Throws<OperationCanceledException>(() => new AdaptationTrainer().Adapt(new AdaptableParetoModel(model), tasks.ClassificationTasks, first, stop, cancellation.Token));
         }
 
         using var resumedModel = tasks.BuildPareto();
@@ -196,8 +206,12 @@ public sealed class ParetoObjectiveTests
         MinLearningRateRatio = 0.1,
     };
 
-    private sealed class Recorder(List<AdaptationProgress> history) : IProgress<AdaptationProgress>
+    private sealed class Recorder(List<AdaptationProgress> history, Action<AdaptationProgress>? onReport = null) : IProgress<AdaptationProgress>
     {
-        public void Report(AdaptationProgress value) => history.Add(value);
+        public void Report(AdaptationProgress value)
+        {
+            history.Add(value);
+            onReport?.Invoke(value);
+        }
     }
 }

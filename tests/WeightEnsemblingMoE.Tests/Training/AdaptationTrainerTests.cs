@@ -121,10 +121,20 @@ public sealed class AdaptationTrainerTests
 
         using (var upscaled = fixture.Upscale())
         {
+            // Stopped after step 3 of 6 (cancelled right after the interval checkpoint), so the cosine schedule is the same.
             var first = options.Clone();
-            first.Steps = 3;
             first.CheckpointFolder = folder.File("checkpoint");
-            new AdaptationTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, first);
+            first.CheckpointInterval = 3;
+            using var cancellation = new CancellationTokenSource();
+            var stopAtThree = new SynchronousProgress(p =>
+            {
+                if (p.Step == 3)
+                {
+                    Assert.That(p.Checkpoint, Is.EqualTo(first.CheckpointFolder));
+                    cancellation.Cancel();
+                }
+            });
+            Assert.Throws<OperationCanceledException>(() => new AdaptationTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, first, stopAtThree, cancellation.Token));
         }
 
         using var resumedModel = fixture.Upscale();
