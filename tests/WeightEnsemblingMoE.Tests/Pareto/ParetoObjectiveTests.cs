@@ -59,8 +59,9 @@ public sealed class ParetoObjectiveTests
         var history = Train(model, tasks, new AdaptationOptions { Objective = new ParetoObjective(), Steps = 2, BatchSize = 8, LearningRate = 1e-2 });
         foreach (var step in history)
         {
-            Assert.That(step.Preference!.Sum(), Is.EqualTo(1).Within(1e-12));
-            double weighted = (step.Preference[0] * step.Losses["task0"]) + (step.Preference[1] * step.Losses["task1"]);
+            var preference = step.Preference!;
+            Assert.That(preference.Sum(), Is.EqualTo(1).Within(1e-12));
+            double weighted = (preference[0] * step.Losses["task0"]) + (preference[1] * step.Losses["task1"]);
             Assert.That(step.Loss, Is.EqualTo(weighted).Within(1e-5));
             Assert.That(step.EpoMove, Is.Null);
         }
