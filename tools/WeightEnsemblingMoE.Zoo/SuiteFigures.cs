@@ -199,7 +199,7 @@ public static class SuiteFigures
     {
         var s = c.Settings;
         var experts = taskIndices.Select(t => c.Experts[t]).ToList();
-        var tasks = taskIndices.Select(t => (c.Tests[t], c.Heads[t])).ToList();
+        var tasks = taskIndices.Select(t => ClassificationTask.Of(c.Tests[t], c.Heads[t])).ToList();
         var grid = SimplexGrid.Generate(taskIndices.Length, gridValues).Select(p => (IReadOnlyList<double>)p).ToList();
         using var pareto = ModelUpscaler.For(c.Pretrained).WithExperts(experts).WithSeed(s.Seed).BuildPareto();
         var pwemoeOptions = AdaptationOptions.ForPwemoe(ParetoScalarization.LinearScalarization);

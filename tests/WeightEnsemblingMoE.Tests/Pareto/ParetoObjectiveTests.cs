@@ -118,7 +118,7 @@ public sealed class ParetoObjectiveTests
                     cancellation.Cancel();
                 }
             });
-            Assert.Throws<OperationCanceledException>(() => new AdaptationTrainer().Adapt(new AdaptableParetoModel(model), tasks.ClassificationTasks, first, stop, cancellation.Token));
+            Assert.Throws<OperationCanceledException>(() => new AdaptationTrainer().Adapt(new AdaptableParetoModel(model), tasks.Tasks, first, stop, cancellation.Token));
         }
 
         using var resumedModel = tasks.BuildPareto();
@@ -159,7 +159,7 @@ public sealed class ParetoObjectiveTests
         using var cancellation = new CancellationTokenSource();
         cancellation.Cancel();
         Assert.Throws<OperationCanceledException>(() => new AdaptationTrainer().Adapt(
-            new AdaptableParetoModel(model), tasks.ClassificationTasks, new AdaptationOptions { Objective = new ParetoObjective(), Steps = 2 }, cancellationToken: cancellation.Token));
+            new AdaptableParetoModel(model), tasks.Tasks, new AdaptationOptions { Objective = new ParetoObjective(), Steps = 2 }, cancellationToken: cancellation.Token));
         Assert.That(TrainingFixture.BitEqual(before, TrainingFixture.Snapshot(new AdaptableParetoModel(model))), Is.True);
     }
 
@@ -183,7 +183,7 @@ public sealed class ParetoObjectiveTests
         using var model = tasks.BuildPareto();
         using var images = randn(8, 3, 8, 8);
         using var unlabelled = new WeightEnsembling.Tasks.InMemoryTaskDataset("blind", images, null, SyntheticTasks.Classes);
-        var taskList = new[] { tasks.ClassificationTasks[0], new ClassificationTask("blind", unlabelled, tasks.ClassificationTasks[1].Head) };
+        var taskList = new[] { tasks.Tasks[0], new ClassificationTask("blind", unlabelled, tasks.Tasks[1].Head) };
         var error = Assert.Throws<ArgumentException>(() => new AdaptationTrainer().Adapt(
             new AdaptableParetoModel(model), taskList, new AdaptationOptions { Objective = new ParetoObjective(), Steps = 1 }));
         Assert.That(error!.Message, Does.Contain("'blind'").And.Contain("labelled"));
@@ -192,7 +192,7 @@ public sealed class ParetoObjectiveTests
     private static List<AdaptationProgress> Train(ParetoUpscaledModel model, SyntheticTasks tasks, AdaptationOptions options)
     {
         var history = new List<AdaptationProgress>();
-        new AdaptationTrainer().Adapt(new AdaptableParetoModel(model), tasks.ClassificationTasks, options, new Recorder(history));
+        new AdaptationTrainer().Adapt(new AdaptableParetoModel(model), tasks.Tasks, options, new Recorder(history));
         return history;
     }
 
