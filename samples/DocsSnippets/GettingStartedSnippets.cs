@@ -25,19 +25,19 @@ public static class GettingStartedSnippets
     }
 
     /// <summary>Trains the routers by entropy minimisation on unlabelled test data.</summary>
-    public static TestTimeAdaptationResult Adapt(UpscaledModel upscaled, IReadOnlyList<ClassificationTask> tasks, string checkpointPath)
+    public static AdaptationResult Adapt(UpscaledModel upscaled, IReadOnlyList<ClassificationTask> tasks, string checkpointFolder)
     {
         #region TestTimeAdaptation
-        var options = new TestTimeAdaptationOptions
+        var options = new AdaptationOptions
         {
             Steps = 1000,
             LearningRate = 1e-4,
             BatchSize = 16,
-            CheckpointPath = checkpointPath,
-            CheckpointEvery = 100,
+            CheckpointFolder = checkpointFolder,
+            CheckpointInterval = 100,
         };
-        var progress = new Progress<TestTimeAdaptationProgress>(p => Console.WriteLine($"step {p.Step}/{p.TotalSteps}"));
-        var result = new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), tasks, options, progress);
+        var progress = new Progress<AdaptationProgress>(p => Console.WriteLine($"step {p.Step}/{p.TotalSteps}"));
+        var result = new AdaptationTrainer().Adapt(upscaled, tasks, options, progress);
         #endregion
         return result;
     }

@@ -45,8 +45,8 @@ public static class PipelineSnippets
         var zeroShot = ModelEvaluator.Evaluate("zero-shot", clip.VisionModel, tasks);
         var pool = ModelPool.FromFolders(clipFolder, taskNames.Select(t => Path.Combine(expertsRoot, t)), taskNames);
         using var upscaled = ModelUpscaler.For(pool).WithInitLambda(0.3).Build();
-        new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), tasks,
-            new TestTimeAdaptationOptions { Steps = 1000, BatchSize = 16, LearningRate = 1e-4 });
+        new AdaptationTrainer().Adapt(upscaled, tasks,
+            new AdaptationOptions { Steps = 1000, BatchSize = 16, LearningRate = 1e-4 });
         var report = ModelEvaluator.Evaluate("WEMoE", upscaled, tasks);
         #endregion
         _ = zeroShot;
@@ -63,8 +63,8 @@ public static class PipelineSnippets
         var device = cuda.is_available() ? CUDA : CPU;
         using var upscaled = ModelUpscaler.For(pool).Build();   // upcycled on the CPU, tensor by tensor
         upscaled.Model.to(device);                              // move first: Module.to replaces the parameters
-        var adaptable = new AdaptableUpscaledModel(upscaled);   // made after the move, as the optimizer is
-        new EntropyTrainer().Adapt(adaptable, tasks, new TestTimeAdaptationOptions { Steps = 1000 });
+        var adaptable = upscaled;   // made after the move, as the optimizer is
+        new AdaptationTrainer().Adapt(adaptable, tasks, new AdaptationOptions { Steps = 1000 });
         var report = ModelEvaluator.Evaluate("WEMoE", upscaled, tasks);   // heads, batches and labels go to the model's device
         #endregion
         return report;

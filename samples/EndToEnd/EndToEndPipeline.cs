@@ -97,13 +97,13 @@ public static class EndToEndPipeline
 
     /// <summary>
     /// Test-time adaptation, in one place so that a change of the trainer's API touches one call: the current
-    /// <see cref="EntropyTrainer"/> on the upscaled model's routers.
+    /// <see cref="AdaptationTrainer"/> on the upscaled model's routers.
     /// </summary>
     private static void Adapt(UpscaledModel model, IReadOnlyList<ClassificationTask> tasks, int steps) =>
-        new EntropyTrainer().Adapt(
-            new AdaptableUpscaledModel(model),
+        new AdaptationTrainer().Adapt(
+            model,
             tasks,
-            new TestTimeAdaptationOptions { Steps = steps, BatchSize = 8, LearningRate = 1e-4, Seed = 0 });
+            new AdaptationOptions { Steps = steps, BatchSize = 8, LearningRate = 1e-4, Seed = 0 });
 
     private static EvaluationReport Report(TextWriter log, EvaluationReport report)
     {

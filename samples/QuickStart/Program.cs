@@ -101,10 +101,10 @@ IProgress<TaskScore> PerTask(Action<int> report)
     return new SynchronousProgress<TaskScore>(_ => report(++done));
 }
 
-IProgress<TestTimeAdaptationProgress> PerStep(Action<int> report) =>
-    new SynchronousProgress<TestTimeAdaptationProgress>(p => report(p.Step));
+IProgress<AdaptationProgress> PerStep(Action<int> report) =>
+    new SynchronousProgress<AdaptationProgress>(p => report(p.Step));
 
-var adaptation = new TestTimeAdaptationOptions { Steps = steps, BatchSize = 16, LearningRate = 1e-4, Seed = 0 };
+var adaptation = new AdaptationOptions { Steps = steps, BatchSize = 16, LearningRate = 1e-4, Seed = 0 };
 double[] lambdas = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
 // 3. Reference points and the static merges (λ chosen on validation, as the papers do).
@@ -149,7 +149,7 @@ Run("AdaMerging (layer-wise)", steps, report =>
     using var model = AdaMergingModel.Create(pool);
     var options = adaptation.Clone();
     options.LearningRate = 1e-3;
-    new EntropyTrainer().Adapt(model, test, options, PerStep(report));
+    new AdaptationTrainer().Adapt(model, test, options, PerStep(report));
     using var merged = model.MergeAndUnload();
     return (ModelEvaluator.Evaluate("AdaMerging (layer-wise)", merged, test), $"{steps} steps, lr 1e-3");
 });
@@ -161,7 +161,7 @@ long wemoeTrainable = 0;
 Run("WEMoE (2-layer)", steps, report =>
 {
     using var upscaled = ModelUpscaler.For(pool).WithRouterDepth(2).WithInitLambda(0.3).WithSeed(0).Build();
-    new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), test, adaptation, PerStep(report));
+    new AdaptationTrainer().Adapt(upscaled, test, adaptation, PerStep(report));
     wemoeReport = ModelEvaluator.Evaluate("WEMoE (2-layer)", upscaled, test);
     wemoeTrainable = upscaled.CountParameters().Trainable;
     upscaled.SavePretrained(saved);
@@ -174,7 +174,7 @@ Run("E-WEMoE (p = 0.9)", steps, report =>
         .WithSeed(0)
         .WithTaskVectorStorage(WeightEnsembling.TaskVectors.TaskVectorStorageOptions.Sparse(0.9))
         .Build();
-    new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), test, adaptation, PerStep(report));
+    new AdaptationTrainer().Adapt(upscaled, test, adaptation, PerStep(report));
     return (ModelEvaluator.Evaluate("E-WEMoE (p = 0.9)", upscaled, test), $"{steps} steps, lr 1e-4");
 });
 

@@ -81,12 +81,12 @@ public static class Diagnosis
 
         Report(0);
         int chunk = Math.Max(1, steps / 4);
-        var trainer = new Training.EntropyTrainer();
-        var adaptable = new Training.AdaptableUpscaledModel(upscaled);
-        string checkpoint = Path.Combine(Path.GetTempPath(), $"diag-{Environment.ProcessId}.safetensors");
+        var trainer = new Training.AdaptationTrainer();
+        var adaptable = upscaled;
+        string checkpoint = Path.Combine(Path.GetTempPath(), $"diag-{Environment.ProcessId}");
         for (int done = 0; done < steps; done += chunk)
         {
-            var options = new Training.TestTimeAdaptationOptions { Steps = Math.Min(steps, done + chunk), LearningRate = learningRate, CheckpointPath = checkpoint, ResumeFrom = done == 0 ? null : checkpoint };
+            var options = new Training.AdaptationOptions { Steps = Math.Min(steps, done + chunk), LearningRate = learningRate, CheckpointFolder = checkpoint, ResumeFrom = done == 0 ? null : checkpoint };
             var result = trainer.Adapt(adaptable, tasks, options);
             text.AppendLine("  losses: " + string.Join(", ", result.FinalLosses.Select(kv => $"{kv.Key} {kv.Value:F3}")));
             Report(options.Steps);

@@ -137,7 +137,7 @@ public static class SuiteFigures
             using (var upscaled = ModelUpscaler.For(c.Pretrained).WithExperts(pairExperts).WithSeed(s.Seed).Build())
             {
                 var tasks = new[] { a, b }.Select(t => new ClassificationTask(c.Names[t], c.Tests[t], c.Heads[t])).ToList();
-                new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), tasks, Adaptation(s, 1e-4));
+                new AdaptationTrainer().Adapt(upscaled, tasks, Adaptation(s, 1e-4));
                 var expertNames = new[] { c.Names[a], c.Names[b] };
                 var maps = new[] { a, b }.Select(t => RoutingAnalysis.AverageRouting(upscaled, c.Tests[t], EvaluationBatch, expertNames)).ToList();
                 var average = Average(maps, "both tasks");
@@ -199,11 +199,14 @@ public static class SuiteFigures
     {
         var s = c.Settings;
         var experts = taskIndices.Select(t => c.Experts[t]).ToList();
-        var tasks = taskIndices.Select(t => (c.Tests[t], c.Heads[t])).ToList();
+        var tasks = taskIndices.Select(t => ClassificationTask.Of(c.Tests[t], c.Heads[t])).ToList();
         var grid = SimplexGrid.Generate(taskIndices.Length, gridValues).Select(p => (IReadOnlyList<double>)p).ToList();
         using var pareto = ModelUpscaler.For(c.Pretrained).WithExperts(experts).WithSeed(s.Seed).BuildPareto();
-        ParetoTrainer.Train(pareto, taskIndices.Select(t => (c.Validations[t], c.Heads[t])).ToList(),
-            new ParetoTrainingOptions { Steps = s.ParetoSteps, Seed = s.Seed, Scalarization = ParetoScalarization.LinearScalarization });
+        var pwemoeOptions = AdaptationOptions.ForPwemoe(ParetoScalarization.LinearScalarization);
+        pwemoeOptions.Steps = s.ParetoSteps;
+        pwemoeOptions.Seed = s.Seed;
+        new AdaptationTrainer().Adapt(
+            pareto, taskIndices.Select(t => ClassificationTask.Of(c.Validations[t], c.Heads[t])).ToList(), pwemoeOptions);
         var pwemoe = ParetoSetEvaluator.Evaluate(pareto, tasks, grid, EvaluationBatch, "PWEMoE (LS)");
         var arithmetic = ParetoSetEvaluator.EvaluateTaskArithmetic(c.Pretrained, experts, tasks, grid, EvaluationBatch, scalingFactor: 1.0);
         var individual = ParetoSetEvaluator.EvaluateExperts(experts, tasks, EvaluationBatch);
@@ -232,7 +235,7 @@ public static class SuiteFigures
             var watch = Stopwatch.StartNew();
             using var upscaled = ModelUpscaler.For(c.Pretrained).WithExperts(c.Experts).WithSeed(s.Seed).Build();
             var steps = new List<AdaptationStep> { Measure(upscaled, tasks, 0) };
-            var progress = new Callback<TestTimeAdaptationProgress>(p =>
+            var progress = new Callback<AdaptationProgress>(p =>
             {
                 if (p.Step % s.EvaluateEvery == 0 || p.Step == p.TotalSteps)
                 {
@@ -242,7 +245,7 @@ public static class SuiteFigures
             string outcome;
             try
             {
-                new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), tasks, Adaptation(s, learningRate), progress);
+                new AdaptationTrainer().Adapt(upscaled, tasks, Adaptation(s, learningRate), progress);
                 outcome = "completed";
             }
             catch (InvalidOperationException e)
@@ -269,7 +272,7 @@ public static class SuiteFigures
         var tasks = Enumerable.Range(0, c.Names.Count).Select(t => new ClassificationTask(c.Names[t], c.Tests[t], c.Heads[t])).ToList();
         using var upscaled = ModelUpscaler.For(c.Pretrained).WithExperts(c.Experts).WithSeed(s.Seed)
             .WithSharedRouter(positionEncoding: true).WithTaskVectorStorage(TaskVectorStorageOptions.Sparse(0.9)).Build();
-        new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), tasks, Adaptation(s, 1e-4));
+        new AdaptationTrainer().Adapt(upscaled, tasks, Adaptation(s, 1e-4));
         RoutingMaps(c, upscaled, Path.Combine(c.Output, "routing-ewemoe"));
     }
 
@@ -333,7 +336,7 @@ public static class SuiteFigures
         return new RoutingMap(task, maps[0].Modules, maps[0].Experts, sum);
     }
 
-    private static TestTimeAdaptationOptions Adaptation(FigureSettings s, double learningRate) => new()
+    private static AdaptationOptions Adaptation(FigureSettings s, double learningRate) => new()
     {
         Steps = s.Steps,
         BatchSize = AdaptationBatch,

@@ -34,7 +34,7 @@ internal static class AdaptationMemoryHarness
             return new ClassificationTask($"task{k}", data, new LinearClassificationHead(32, 10));
         }).ToList();
         using var upscaled = Upscaler.Upcycle(pretrained, experts);
-        var model = new AdaptableUpscaledModel(upscaled);
+        var model = upscaled;
         var samples = new SortedDictionary<int, (long Rss, long Anon, long Live)>();
         var progress = new SynchronousProgress(p =>
         {
@@ -43,7 +43,7 @@ internal static class AdaptationMemoryHarness
                 samples[p.Step] = (Kb("VmRSS:"), Kb("RssAnon:"), DisposeScopeManager.Statistics.ThreadTotalLiveCount);
             }
         });
-        new EntropyTrainer().Adapt(model, tasks, new TestTimeAdaptationOptions { Steps = steps, BatchSize = 16 }, progress);
+        new AdaptationTrainer().Adapt(model, tasks, new AdaptationOptions { Steps = steps, BatchSize = 16 }, progress);
         Console.WriteLine("| step | VmRSS MiB | RssAnon MiB | live tensors |");
         Console.WriteLine("| ---: | ---: | ---: | ---: |");
         foreach (var (step, s) in samples)
@@ -79,8 +79,8 @@ internal static class AdaptationMemoryHarness
         long.Parse(File.ReadLines("/proc/self/status").First(l => l.StartsWith(key, StringComparison.Ordinal)).Split(':')[1].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
 
     /// <summary>Reports on the calling thread (Progress&lt;T&gt; would post to the thread pool).</summary>
-    private sealed class SynchronousProgress(Action<TestTimeAdaptationProgress> report) : IProgress<TestTimeAdaptationProgress>
+    private sealed class SynchronousProgress(Action<AdaptationProgress> report) : IProgress<AdaptationProgress>
     {
-        public void Report(TestTimeAdaptationProgress value) => report(value);
+        public void Report(AdaptationProgress value) => report(value);
     }
 }

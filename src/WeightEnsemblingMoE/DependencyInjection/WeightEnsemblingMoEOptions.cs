@@ -16,8 +16,8 @@ public sealed class WeightEnsemblingMoEOptions
     /// <summary>The options of <see cref="IModelUpscalerFactory"/>'s upscalers. The default value is <c>new ModelUpscalerOptions()</c>.</summary>
     public ModelUpscalerOptions Upscaler { get; set; } = new();
 
-    /// <summary>The options <see cref="ITestTimeAdapter"/> uses when a call gives none. The default value is <c>new TestTimeAdaptationOptions()</c>.</summary>
-    public TestTimeAdaptationOptions TestTimeAdaptation { get; set; } = new();
+    /// <summary>The options <see cref="ITestTimeAdapter"/> uses when a call gives none. The default value is <c>new AdaptationOptions()</c> (entropy, WEMoE defaults).</summary>
+    public AdaptationOptions TestTimeAdaptation { get; set; } = new();
 
     /// <summary>The options of <see cref="IModelMerger.CreateAdaMerging"/>. The default value is <c>new AdaMergingOptions()</c>.</summary>
     public AdaMergingOptions AdaMerging { get; set; } = new();

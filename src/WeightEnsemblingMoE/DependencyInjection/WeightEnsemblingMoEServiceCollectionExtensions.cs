@@ -13,7 +13,7 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class WeightEnsemblingMoEServiceCollectionExtensions
 {
     /// <summary>
-    /// Adds <see cref="IModelUpscalerFactory"/>, <see cref="ITestTimeAdapter"/> (<see cref="EntropyTrainer"/>),
+    /// Adds <see cref="IModelUpscalerFactory"/>, <see cref="ITestTimeAdapter"/> (<see cref="AdaptationTrainer"/>),
     /// <see cref="IModelEvaluator"/> and <see cref="IModelMerger"/> as singletons with <c>TryAdd</c> (a service registered
     /// before is kept, so an application can replace any of them), and <see cref="WeightEnsemblingMoEOptions"/> with a
     /// validator that names the bad option when <see cref="IOptions{TOptions}.Value"/> is first read. Bind the options from
@@ -36,8 +36,8 @@ public static class WeightEnsemblingMoEServiceCollectionExtensions
         services.TryAddSingleton<IModelUpscalerFactory, DefaultModelUpscalerFactory>();
         services.TryAddSingleton<IModelMerger, DefaultModelMerger>();
         services.TryAddSingleton<IModelEvaluator, DefaultModelEvaluator>();
-        services.TryAddSingleton<ITestTimeAdapter>(provider => new EntropyTrainer(
-            provider.GetService<ILogger<EntropyTrainer>>(),
+        services.TryAddSingleton<ITestTimeAdapter>(provider => new AdaptationTrainer(
+            provider.GetService<ILogger<AdaptationTrainer>>(),
             provider.GetRequiredService<IOptions<WeightEnsemblingMoEOptions>>().Value.TestTimeAdaptation));
         return services;
     }

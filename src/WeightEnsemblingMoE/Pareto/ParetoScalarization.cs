@@ -1,6 +1,6 @@
 namespace WeightEnsembling.Pareto;
 
-/// <summary>How <see cref="ParetoTrainer"/> turns the per-task losses of a step into one training loss.</summary>
+/// <summary>How <see cref="Training.ParetoObjective"/> turns the per-task losses of a step into one training loss.</summary>
 public enum ParetoScalarization
 {
     /// <summary>Linear scalarization: loss = Σ_t p_t · CE_t.</summary>

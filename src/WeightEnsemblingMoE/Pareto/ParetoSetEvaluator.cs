@@ -3,7 +3,7 @@ using WeightEnsembling.Clip;
 using WeightEnsembling.Models;
 using WeightEnsembling.Evaluation;
 using WeightEnsembling.SafeTensors;
-using WeightEnsembling.Tasks;
+using WeightEnsembling.Training;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Pareto;
@@ -17,7 +17,7 @@ public static class ParetoSetEvaluator
 {
     /// <summary>Evaluates a Pareto model at every preference: each task's accuracy and loss through its head.</summary>
     /// <param name="model">The Pareto model; its preference is left at the last grid point.</param>
-    /// <param name="tasks">One labelled dataset and head per task, in the model's task order.</param>
+    /// <param name="tasks">One labelled task (dataset and head) per task, in the model's task order.</param>
     /// <param name="preferences">The preferences to evaluate.</param>
     /// <param name="batchSize">The evaluation batch size, at least 1.</param>
     /// <param name="method">The method name of the report. The default value is <c>PWEMoE</c>.</param>
@@ -27,7 +27,7 @@ public static class ParetoSetEvaluator
     /// <returns>The report.</returns>
     public static ParetoEvaluationReport Evaluate(
         ParetoUpscaledModel model,
-        IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> tasks,
+        IReadOnlyList<ClassificationTask> tasks,
         IReadOnlyList<IReadOnlyList<double>> preferences,
         int batchSize,
         string method = "PWEMoE",
@@ -50,7 +50,7 @@ public static class ParetoSetEvaluator
     /// </summary>
     /// <param name="pretrained">The pre-trained model θ_0 (not modified).</param>
     /// <param name="experts">The fine-tuned models θ_t, in task order (not modified).</param>
-    /// <param name="tasks">One labelled dataset and head per task.</param>
+    /// <param name="tasks">One labelled task (dataset and head) per task, in the experts' order.</param>
     /// <param name="preferences">The grid.</param>
     /// <param name="batchSize">The evaluation batch size, at least 1.</param>
     /// <param name="scalingFactor">The overall scale s of the per-task factors s · p_t. The default value is 1.</param>
@@ -60,7 +60,7 @@ public static class ParetoSetEvaluator
     public static ParetoEvaluationReport EvaluateTaskArithmetic(
         ClipVisionModel pretrained,
         IReadOnlyList<ClipVisionModel> experts,
-        IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> tasks,
+        IReadOnlyList<ClassificationTask> tasks,
         IReadOnlyList<IReadOnlyList<double>> preferences,
         int batchSize,
         double scalingFactor = 1.0,
@@ -77,7 +77,7 @@ public static class ParetoSetEvaluator
     /// expert) once per preference; the baseline a Pareto set is compared with.
     /// </summary>
     /// <param name="modelPool">θ_0 and the experts, in task order.</param>
-    /// <param name="tasks">One labelled dataset and head per task.</param>
+    /// <param name="tasks">One labelled task (dataset and head) per task, in the experts' order.</param>
     /// <param name="preferences">The preferences to evaluate.</param>
     /// <param name="batchSize">The evaluation batch size, at least 1.</param>
     /// <param name="scalingFactor">The overall scale s of the per-task factors s · p_t. The default value is 1.</param>
@@ -86,7 +86,7 @@ public static class ParetoSetEvaluator
     /// <returns>The report, method <c>Task Arithmetic</c>.</returns>
     public static ParetoEvaluationReport EvaluateTaskArithmetic(
         ModelPool modelPool,
-        IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> tasks,
+        IReadOnlyList<ClassificationTask> tasks,
         IReadOnlyList<IReadOnlyList<double>> preferences,
         int batchSize,
         double scalingFactor = 1.0,
@@ -120,14 +120,14 @@ public static class ParetoSetEvaluator
 
     /// <summary>The individual fine-tuned models as corner points: point t is expert t at preference e_t.</summary>
     /// <param name="experts">The fine-tuned models, in task order (not modified).</param>
-    /// <param name="tasks">One labelled dataset and head per task.</param>
+    /// <param name="tasks">One labelled task (dataset and head) per task, in the experts' order.</param>
     /// <param name="batchSize">The evaluation batch size, at least 1.</param>
     /// <param name="referencePoint">The hypervolume reference (accuracies). The default value is <see langword="null"/> (all zeros).</param>
     /// <param name="cancellationToken">Cancels between batches.</param>
     /// <returns>The report, method <c>Individual</c>.</returns>
     public static ParetoEvaluationReport EvaluateExperts(
         IReadOnlyList<ClipVisionModel> experts,
-        IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> tasks,
+        IReadOnlyList<ClassificationTask> tasks,
         int batchSize,
         IReadOnlyList<double>? referencePoint = null,
         CancellationToken cancellationToken = default)
@@ -147,7 +147,7 @@ public static class ParetoSetEvaluator
 
     private static ParetoEvaluationReport EvaluateCore(
         string method,
-        IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> tasks,
+        IReadOnlyList<ClassificationTask> tasks,
         IReadOnlyList<IReadOnlyList<double>> preferences,
         int batchSize,
         IReadOnlyList<double>? referencePoint,
@@ -164,7 +164,7 @@ public static class ParetoSetEvaluator
             var (features, owned) = select(preference);
             try
             {
-                var scores = tasks.Select(task => TaskEvaluator.Evaluate(images => task.Head.call(features(images)), task.Dataset, batchSize, cancellationToken)).ToList();
+                var scores = tasks.Select(task => TaskEvaluator.Evaluate(images => task.Logits(images, features), task.Data, batchSize, cancellationToken)).ToList();
                 var point = new ParetoPoint(preference, scores.Select(s => s.Accuracy).ToArray(), scores.Select(s => s.Loss ?? double.NaN).ToArray());
                 points.Add(point);
                 progress?.Report(point);
@@ -175,21 +175,15 @@ public static class ParetoSetEvaluator
             }
         }
 
-        return new ParetoEvaluationReport(method, tasks.Select(t => t.Dataset.Name).ToArray(), points, referencePoint);
+        return new ParetoEvaluationReport(method, tasks.Select(t => t.Name).ToArray(), points, referencePoint);
     }
 
-    private static void CheckTasks(IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> tasks, int taskCount)
+    private static void CheckTasks(IReadOnlyList<ClassificationTask> tasks, int taskCount)
     {
-        ArgumentNullException.ThrowIfNull(tasks);
+        ClassificationTask.Check(tasks, nameof(tasks));
         if (tasks.Count != taskCount)
         {
             throw new ArgumentException($"{taskCount} tasks are merged; {tasks.Count} were given.", nameof(tasks));
-        }
-
-        foreach (var (dataset, head) in tasks)
-        {
-            ArgumentNullException.ThrowIfNull(dataset, nameof(tasks));
-            ArgumentNullException.ThrowIfNull(head, nameof(tasks));
         }
     }
 }

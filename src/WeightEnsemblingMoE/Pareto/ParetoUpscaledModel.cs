@@ -4,6 +4,7 @@ using WeightEnsembling.Clip;
 using WeightEnsembling.Models;
 using WeightEnsembling.Moe;
 using WeightEnsembling.SafeTensors;
+using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
 using static TorchSharp.torch;
 
@@ -15,7 +16,7 @@ namespace WeightEnsembling.Pareto;
 /// <see cref="SetPreference"/>, run it, or merge it at a preference into a plain model with
 /// <see cref="MergeAndUnload(IReadOnlyList{double})"/>.
 /// </summary>
-public sealed class ParetoUpscaledModel : UpscaledModelBase
+public sealed class ParetoUpscaledModel : UpscaledModelBase, IPreferenceConditionedModel
 {
     internal ParetoUpscaledModel(ClipVisionModel model, ModelPool pool, IReadOnlyList<ParetoUpscaledModule> modules, ModelUpscalerOptions options)
         : base(model, pool, modules.Select(m => (m.Path, m.LayerIndex, (WeightEnsemblingLayer)m.Module)).ToList(), sharedRouter: null, options)

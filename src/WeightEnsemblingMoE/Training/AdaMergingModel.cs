@@ -26,7 +26,6 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
     private readonly Dictionary<string, int> rows;
     private Parameter mergeWeight;
     private readonly ModelPool pool;
-    private string? fingerprint;
     private bool disposed;
 
     private AdaMergingModel(
@@ -344,18 +343,6 @@ public sealed class AdaMergingModel : IAdaptableModel, IDisposable
     /// <inheritdoc/>
     public IReadOnlyList<KeyValuePair<string, Parameter>> NamedTrainableParameters() =>
         [KeyValuePair.Create(MergeWeightName, mergeWeight)];
-
-    /// <summary>SHA-256 over θ_0, the task vectors and the granularity; computed once.</summary>
-    /// <returns>The digest.</returns>
-    public string Fingerprint()
-    {
-        ObjectDisposedException.ThrowIf(disposed, this);
-        fingerprint ??= WeightFingerprint.Of(
-            pretrained.Select(p => KeyValuePair.Create("theta0." + p.Key, p.Value))
-                .Concat(taskVectors.Select(p => KeyValuePair.Create("tau." + p.Key, p.Value))),
-            "adamerging:" + Options.Granularity);
-        return fingerprint;
-    }
 
     /// <summary>Nothing to switch: AdaMerging has no input-dependent routing.</summary>
     /// <param name="training">Ignored.</param>

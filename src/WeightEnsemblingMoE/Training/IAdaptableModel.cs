@@ -4,27 +4,21 @@ using static TorchSharp.torch;
 namespace WeightEnsembling.Training;
 
 /// <summary>
-/// A model that test-time adaptation can train: it maps images to features for the task heads and exposes the few
-/// parameters that adaptation learns (routers for WEMoE, merging coefficients for AdaMerging); everything else is frozen.
+/// A model that <see cref="AdaptationTrainer"/> can train: it maps images to features for the task heads, exposes the few
+/// parameters that training learns (routers for WEMoE, merging coefficients for AdaMerging), and saves and loads them the
+/// way the model's own <c>SavePretrained</c> / <c>LoadPretrained</c> do; everything else is frozen.
 /// </summary>
 public interface IAdaptableModel
 {
-    /// <summary>The method's name, for reports and checkpoint metadata (e.g. <c>WEMoE</c>, <c>AdaMerging (layer-wise)</c>).</summary>
+    /// <summary>The method's name, for reports and checkpoints (e.g. <c>WEMoE</c>, <c>AdaMerging (layer-wise)</c>).</summary>
     string Method { get; }
 
     /// <summary>
     /// The distinct trainable parameters by stable name (a shared parameter once), in a fixed order: what the optimizer
-    /// updates and what a checkpoint holds.
+    /// updates and what a checkpoint's optimizer state is keyed by.
     /// </summary>
     /// <returns>The named parameters; the model owns them.</returns>
     IReadOnlyList<KeyValuePair<string, Parameter>> NamedTrainableParameters();
-
-    /// <summary>
-    /// A fingerprint of the frozen weights the trainable parameters act on (pre-trained weights, task vectors, the
-    /// structure), so that a checkpoint is only loaded onto the model it was trained for.
-    /// </summary>
-    /// <returns>A lowercase hexadecimal digest.</returns>
-    string Fingerprint();
 
     /// <summary>
     /// Switches between training (e.g. one batch-mean routing per batch) and evaluation (per-sample routing, so results
@@ -37,4 +31,18 @@ public interface IAdaptableModel
     /// <param name="pixelValues">Images, shape [B, C, H, W]; not disposed.</param>
     /// <returns>The features [B, D], differentiable with respect to the trainable parameters.</returns>
     Tensor Features(Tensor pixelValues);
+
+    /// <summary>
+    /// Writes the trainable weights with the model's configuration and the fingerprints of the frozen weights into
+    /// <paramref name="folder"/> (the model's <c>SavePretrained</c>); a training checkpoint holds exactly these files.
+    /// </summary>
+    /// <param name="folder">The folder, created if needed.</param>
+    void SavePretrained(string folder);
+
+    /// <summary>
+    /// Loads trainable weights written by <see cref="SavePretrained"/>, refusing (and naming what differs) a folder saved
+    /// from another model, pool or structure; the model is unchanged on failure.
+    /// </summary>
+    /// <param name="folder">The saved folder.</param>
+    void LoadPretrained(string folder);
 }

@@ -53,6 +53,11 @@ public sealed class UpscaledModel : UpscaledModelBase
         }
     }
 
+    /// <summary>Batch-mean routing while training (FusionBench's recipe), per-sample routing otherwise.</summary>
+    /// <param name="training">Whether the model is about to be trained.</param>
+    public override void SetTraining(bool training) =>
+        RoutingMode = training ? RoutingMode.BatchReduce : RoutingMode.PerSample;
+
     /// <summary>
     /// Rebuilds a model saved by <see cref="UpscaledModelBase.SavePretrained"/> over <paramref name="modelPool"/>: the pool
     /// is checked against the saved configuration first (experts' names and order, fingerprints of θ_0 and every task

@@ -4,6 +4,7 @@ using WeightEnsembling.Clip;
 using WeightEnsembling.Models;
 using WeightEnsembling.Moe;
 using WeightEnsembling.SafeTensors;
+using WeightEnsembling.Training;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Upscaling;
@@ -13,9 +14,10 @@ namespace WeightEnsembling.Upscaling;
 /// <see cref="WeightEnsemblingLayer"/>s that replaced its selected modules, the routers' state dict, saving and loading
 /// like an adapter (<see cref="SavePretrained"/>, <see cref="LoadPretrained"/>), parameter counts and merge-and-unload.
 /// <see cref="UpscaledModel"/> (WEMoE, E-WEMoE, low-rank and sparse variants: routers read the tokens) and
-/// <see cref="Pareto.ParetoUpscaledModel"/> (PWEMoE: routers read a preference) add what their routing needs.
+/// <see cref="Pareto.ParetoUpscaledModel"/> (PWEMoE: routers read a preference) add what their routing needs. Both are
+/// <see cref="IAdaptableModel"/>s: <see cref="AdaptationTrainer"/> trains their routers directly.
 /// </summary>
-public abstract class UpscaledModelBase : IDisposable
+public abstract class UpscaledModelBase : IAdaptableModel, IDisposable
 {
     private readonly ModelPool pool;
     private readonly IReadOnlyList<(string Path, int LayerIndex, WeightEnsemblingLayer Layer)> layers;
@@ -52,6 +54,20 @@ public abstract class UpscaledModelBase : IDisposable
 
     /// <summary>Whether <see cref="Dispose"/> has run.</summary>
     private protected bool IsDisposed { get; private set; }
+
+    /// <summary>The image features the task heads read: <see cref="ClipVisionModel.GetImageFeatures"/> of <see cref="Model"/>.</summary>
+    /// <param name="pixelValues">Images [B, C, H, W]; not disposed.</param>
+    /// <returns>Features [B, D], differentiable with respect to the routers.</returns>
+    public Tensor Features(Tensor pixelValues) => Model.GetImageFeatures(pixelValues);
+
+    /// <summary>
+    /// Prepares the model for training or evaluation: the WEMoE family routes with the batch-mean routing while training
+    /// (FusionBench's recipe) and per sample otherwise; PWEMoE's routing does not depend on the input.
+    /// </summary>
+    /// <param name="training">Whether the model is about to be trained.</param>
+    public virtual void SetTraining(bool training)
+    {
+    }
 
     /// <summary>Runs the model: <c>Model.forward(pixelValues)</c>.</summary>
     /// <param name="pixelValues">Images, shape [B, C, H, W].</param>

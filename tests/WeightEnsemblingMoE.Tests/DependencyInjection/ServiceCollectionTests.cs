@@ -22,7 +22,7 @@ public sealed class ServiceCollectionTests
     public void AddWeightEnsemblingMoE_Defaults_ResolvesEveryService()
     {
         using var provider = new ServiceCollection().AddWeightEnsemblingMoE().BuildServiceProvider(validateScopes: true);
-        Assert.That(provider.GetRequiredService<ITestTimeAdapter>(), Is.InstanceOf<EntropyTrainer>());
+        Assert.That(provider.GetRequiredService<ITestTimeAdapter>(), Is.InstanceOf<AdaptationTrainer>());
         Assert.That(provider.GetRequiredService<IModelUpscalerFactory>(), Is.Not.Null);
         Assert.That(provider.GetRequiredService<IModelMerger>(), Is.Not.Null);
         Assert.That(provider.GetRequiredService<IModelEvaluator>(), Is.Not.Null);
@@ -32,7 +32,7 @@ public sealed class ServiceCollectionTests
     [Test]
     public void AddWeightEnsemblingMoE_ServiceRegisteredBefore_KeepsTheApplicationsService()
     {
-        var mine = new EntropyTrainer();
+        var mine = new AdaptationTrainer();
         var services = new ServiceCollection().AddSingleton<ITestTimeAdapter>(mine).AddWeightEnsemblingMoE();
         using var provider = services.BuildServiceProvider();
         Assert.That(provider.GetRequiredService<ITestTimeAdapter>(), Is.SameAs(mine));
@@ -90,16 +90,18 @@ public sealed class ServiceCollectionTests
             ["RegMean:ExampleCount"] = "12",
             ["RegMean:ThrowOnIllConditioned"] = "true",
             ["Tta:CosineSchedule"] = "true",
-            ["Tta:CheckpointPath"] = "routers.safetensors",
+            ["Tta:CheckpointFolder"] = "checkpoint",
+            ["Tta:Objective:AccumulateGradientsPerTask"] = "true",
         }).Build();
         using var provider = new ServiceCollection()
             .Configure<RegMeanOptions>(configuration.GetSection("RegMean"))
-            .Configure<TestTimeAdaptationOptions>(configuration.GetSection("Tta"))
+            .Configure<AdaptationOptions>(configuration.GetSection("Tta"))
             .BuildServiceProvider();
         var regMean = provider.GetRequiredService<IOptions<RegMeanOptions>>().Value;
-        var tta = provider.GetRequiredService<IOptions<TestTimeAdaptationOptions>>().Value;
+        var tta = provider.GetRequiredService<IOptions<AdaptationOptions>>().Value;
         Assert.That((regMean.ExampleCount, regMean.ThrowOnIllConditioned, regMean.Alpha), Is.EqualTo((12, true, 0.95)));
-        Assert.That((tta.CosineSchedule, tta.CheckpointPath, tta.Steps), Is.EqualTo((true, "routers.safetensors", 1000)));
+        Assert.That((tta.CosineSchedule, tta.CheckpointFolder, tta.Steps), Is.EqualTo((true, "checkpoint", 1000)));
+        Assert.That(((EntropyObjective)tta.Objective).AccumulateGradientsPerTask, Is.True);
     }
 
     [Test]
@@ -168,7 +170,7 @@ public sealed class ServiceCollectionTests
         using var provider = new ServiceCollection()
             .AddWeightEnsemblingMoE(o => o.TestTimeAdaptation = TrainingFixture.Options(3))
             .BuildServiceProvider();
-        var result = provider.GetRequiredService<ITestTimeAdapter>().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks);
+        var result = provider.GetRequiredService<ITestTimeAdapter>().Adapt(upscaled, fixture.Tasks);
         Assert.That(result.StepsCompleted, Is.EqualTo(3));
     }
 

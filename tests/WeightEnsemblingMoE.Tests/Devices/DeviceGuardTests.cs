@@ -223,11 +223,13 @@ public sealed class DeviceGuardTests
 
         public IReadOnlyList<KeyValuePair<string, Parameter>> NamedTrainableParameters() => [KeyValuePair.Create("weight", weight)];
 
-        public string Fingerprint() => "meta";
-
         public void SetTraining(bool training)
         {
         }
+
+        public void SavePretrained(string folder) => throw new NotSupportedException("A meta model holds no values to save.");
+
+        public void LoadPretrained(string folder) => throw new NotSupportedException("A meta model holds no values to load.");
 
         public Tensor Features(Tensor pixelValues)
         {

@@ -36,7 +36,7 @@ public sealed class LoggingTests
         try
         {
             using var upscaled = fixture.Upscale();
-            new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, TrainingFixture.Options(2));
+            new AdaptationTrainer().Adapt(upscaled, fixture.Tasks, TrainingFixture.Options(2));
         }
         finally
         {
@@ -55,10 +55,10 @@ public sealed class LoggingTests
         try
         {
             var options = TrainingFixture.Options(4);
-            options.CheckpointPath = Path.Combine(folder, "routers.safetensors");
-            options.CheckpointEvery = 2;
+            options.CheckpointFolder = Path.Combine(folder, "checkpoint");
+            options.CheckpointInterval = 2;
             var logger = new CollectingLogger();
-            new EntropyTrainer(new TypedLogger<EntropyTrainer>(logger)).Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, options);
+            new AdaptationTrainer(new TypedLogger<AdaptationTrainer>(logger)).Adapt(upscaled, fixture.Tasks, options);
             var ids = logger.EventIds.ToList();
             Assert.That(ids.First(), Is.EqualTo(200));
             Assert.That(ids.Last(), Is.EqualTo(204));
@@ -80,7 +80,8 @@ public sealed class LoggingTests
         var logger = new CollectingLogger();
         using var cancellation = new CancellationTokenSource();
         cancellation.Cancel();
-        new EntropyTrainer(new TypedLogger<EntropyTrainer>(logger)).Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, TrainingFixture.Options(3), cancellationToken: cancellation.Token);
+        Assert.Throws<OperationCanceledException>(() => new AdaptationTrainer(new TypedLogger<AdaptationTrainer>(logger)).Adapt(
+            upscaled, fixture.Tasks, TrainingFixture.Options(3), cancellationToken: cancellation.Token));
         Assert.That(logger.Entries.Last().Message, Does.Contain("cancelled at step 0"));
     }
 

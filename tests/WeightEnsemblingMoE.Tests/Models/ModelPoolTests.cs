@@ -134,7 +134,6 @@ public sealed class ModelPoolTests
         using var a = fromPool.Features(images);
         using var b = fromModels.Features(images);
         Assert.That(TinyClip.MaxDifference(a, b), Is.LessThan(1e-6));
-        Assert.That(fromPool.Fingerprint(), Is.EqualTo(fromModels.Fingerprint()));
     }
 
     [Test]

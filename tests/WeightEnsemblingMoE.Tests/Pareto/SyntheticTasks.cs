@@ -3,6 +3,7 @@ using WeightEnsembling.Clip;
 using WeightEnsembling.Pareto;
 using WeightEnsembling.Tasks;
 using WeightEnsembling.Tests.Upscaling;
+using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
 using static TorchSharp.torch;
 
@@ -36,24 +37,24 @@ internal sealed class SyntheticTasks : IDisposable
             tasks.Add((new InMemoryTaskDataset($"task{t}", images, labels, Classes), head));
         }
 
-        Tasks = tasks;
+        Tasks = tasks.Select(t => ClassificationTask.Of(t.Item1, t.Item2)).ToList();
     }
 
     public ClipVisionModel Pretrained { get; }
 
     public ClipVisionModel[] Experts { get; }
 
-    public IReadOnlyList<(TaskDataset Dataset, TaskHead Head)> Tasks { get; }
+    public IReadOnlyList<ClassificationTask> Tasks { get; }
 
     public ParetoUpscaledModel BuildPareto(int depth = 2) =>
         ModelUpscaler.For(Pretrained).WithExperts(Experts).WithRouterDepth(depth).WithInitLambda(0.3).WithSeed(7).BuildPareto();
 
     public void Dispose()
     {
-        foreach (var (dataset, head) in Tasks)
+        foreach (var task in Tasks)
         {
-            dataset.Dispose();
-            head.Dispose();
+            task.Data.Dispose();
+            task.Head.Dispose();
         }
 
         foreach (var expert in Experts)

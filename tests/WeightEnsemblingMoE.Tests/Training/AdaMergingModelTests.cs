@@ -35,7 +35,7 @@ public sealed class AdaMergingModelTests
     {
         using var adaMerging = AdaMergingModel.Create(fixture.Pretrained, fixture.Experts);
         var before = adaMerging.MergeWeight.detach().clone();
-        new EntropyTrainer().Adapt(adaMerging, fixture.Tasks, TrainingFixture.Options(2));
+        new AdaptationTrainer().Adapt(adaMerging, fixture.Tasks, TrainingFixture.Options(2));
         Assert.That(adaMerging.MergeWeight.shape, Is.EqualTo(new long[] { fixture.Pretrained.state_dict().Count, 2 }));
         // Every parameter tensor, embeddings and layer norms included, gets a gradient.
         Assert.That(adaMerging.MergeWeight.ne(before).all().item<bool>(), Is.True);
@@ -45,7 +45,7 @@ public sealed class AdaMergingModelTests
     public void Adapt_TaskWise_TrainsOneLambdaPerTask()
     {
         using var adaMerging = AdaMergingModel.Create(fixture.Pretrained, fixture.Experts, new AdaMergingOptions { Granularity = AdaMergingGranularity.TaskWise });
-        new EntropyTrainer().Adapt(adaMerging, fixture.Tasks, TrainingFixture.Options(2));
+        new AdaptationTrainer().Adapt(adaMerging, fixture.Tasks, TrainingFixture.Options(2));
         Assert.That(adaMerging.MergeWeight.shape, Is.EqualTo(new long[] { 2 }));
         Assert.That(adaMerging.MergeWeight.ne(0.3f).all().item<bool>(), Is.True);
         Assert.That(adaMerging.Method, Is.EqualTo("AdaMerging (task-wise)"));
@@ -55,7 +55,7 @@ public sealed class AdaMergingModelTests
     public void MergeAndUnload_AfterAdaptation_EqualsFunctionalFeatures()
     {
         using var adaMerging = AdaMergingModel.Create(fixture.Pretrained, fixture.Experts);
-        new EntropyTrainer().Adapt(adaMerging, fixture.Tasks, TrainingFixture.Options(2));
+        new AdaptationTrainer().Adapt(adaMerging, fixture.Tasks, TrainingFixture.Options(2));
         using var plain = adaMerging.MergeAndUnload();
         using var images = TinyClip.Images(4, 6);
         using var expected = adaMerging.Features(images);
@@ -74,19 +74,69 @@ public sealed class AdaMergingModelTests
     }
 
     [Test]
-    public void Load_CheckpointOfOtherExperts_ThrowsNamingFingerprint()
+    public void Resume_CheckpointOfOtherExperts_ThrowsNamingTheExperts()
     {
         using var folder = new TempFolder();
-        string path = folder.File("lambdas.safetensors");
+        var options = AdaptationOptions.ForAdaMerging();
+        options.Steps = 1;
+        options.BatchSize = 8;
+        options.CheckpointFolder = folder.File("checkpoint");
         using (var adaMerging = AdaMergingModel.Create(fixture.Pretrained, fixture.Experts))
         {
-            AdaptationCheckpoint.Save(path, adaMerging, step: 0);
+            new AdaptationTrainer().Adapt(adaMerging, fixture.Tasks, options);
         }
 
         using var other = new TrainingFixture(expertSeed: 41);
         using var otherModel = AdaMergingModel.Create(other.Pretrained, other.Experts);
-        var error = Assert.Throws<InvalidDataException>(() => AdaptationCheckpoint.Load(path, otherModel));
-        Assert.That(error!.Message, Does.Contain("fingerprint"));
+        var resume = AdaptationOptions.ForAdaMerging();
+        resume.Steps = 2;
+        resume.BatchSize = 8;
+        resume.ResumeFrom = folder.File("checkpoint");
+        var error = Assert.Throws<InvalidDataException>(() => new AdaptationTrainer().Adapt(otherModel, other.Tasks, resume));
+        Assert.That(error!.Message, Does.Contain(folder.File("checkpoint")).And.Contain("expert"));
+    }
+
+    [Test]
+    public void Adapt_ResumedHalfway_EqualsUninterruptedRunBitForBit()
+    {
+        using var folder = new TempFolder();
+        var options = AdaptationOptions.ForAdaMerging();
+        options.Steps = 4;
+        options.BatchSize = 8;
+        options.CosineSchedule = true;
+        Dictionary<string, Tensor> straight;
+        using (var model = AdaMergingModel.Create(fixture.Pretrained, fixture.Experts))
+        {
+            new AdaptationTrainer().Adapt(model, fixture.Tasks, options);
+            straight = TrainingFixture.Snapshot(model);
+        }
+
+        using (var model = AdaMergingModel.Create(fixture.Pretrained, fixture.Experts))
+        {
+            var first = options.Clone();
+            first.CheckpointFolder = folder.File("checkpoint");
+            first.CheckpointInterval = 2;
+            using var cancellation = new CancellationTokenSource();
+            var stop = new Progress(p =>
+            {
+                if (p.Step == 2)
+                {
+                    cancellation.Cancel();
+                }
+            });
+            Assert.Throws<OperationCanceledException>(() => new AdaptationTrainer().Adapt(model, fixture.Tasks, first, stop, cancellation.Token));
+        }
+
+        using var resumed = AdaMergingModel.Create(fixture.Pretrained, fixture.Experts);
+        var second = options.Clone();
+        second.ResumeFrom = folder.File("checkpoint");
+        new AdaptationTrainer().Adapt(resumed, fixture.Tasks, second);
+        Assert.That(TrainingFixture.BitEqual(straight, TrainingFixture.Snapshot(resumed)), Is.True);
+    }
+
+    private sealed class Progress(Action<AdaptationProgress> onReport) : IProgress<AdaptationProgress>
+    {
+        public void Report(AdaptationProgress value) => onReport(value);
     }
 
     [Test]

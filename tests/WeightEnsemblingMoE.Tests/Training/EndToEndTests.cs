@@ -24,9 +24,9 @@ public sealed class EndToEndTests
 
         using var upscaled = ModelUpscaler.For(setup.Pretrained).WithExperts(setup.Experts)
             .WithTargets(UpscaleTargets.MlpAndAttention).WithRouterDepth(2).Build();
-        var adaptable = new AdaptableUpscaledModel(upscaled);
+        var adaptable = upscaled;
         var before = ModelEvaluator.Evaluate("WEMoE (untrained)", adaptable, setup.Tasks);
-        var result = new EntropyTrainer().Adapt(adaptable, setup.Tasks, new TestTimeAdaptationOptions { LearningRate = 3e-3, Steps = 200, BatchSize = 16 });
+        var result = new AdaptationTrainer().Adapt(adaptable, setup.Tasks, new AdaptationOptions { LearningRate = 3e-3, Steps = 200, BatchSize = 16 });
         var after = ModelEvaluator.Evaluate("WEMoE", adaptable, setup.Tasks);
         TestContext.Out.WriteLine(EvaluationReport.ToPlainText([arithmeticReport, before, after]));
         TestContext.Out.WriteLine(string.Join(", ", result.FinalLosses));

@@ -19,7 +19,7 @@ public sealed class ModelEvaluatorTests
     public void Evaluate_UpscaledModelOnShuffledBatchesOfDifferentSizes_GivesSameAccuracy()
     {
         using var upscaled = fixture.Upscale();
-        new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, TrainingFixture.Options(3));
+        new AdaptationTrainer().Adapt(upscaled, fixture.Tasks, TrainingFixture.Options(3));
         var inOrder = ModelEvaluator.Evaluate("WEMoE", upscaled, fixture.Tasks, batchSize: 20);
         var permutation = new long[] { 7, 3, 19, 0, 12, 5, 16, 1, 9, 14, 2, 18, 11, 6, 4, 17, 8, 13, 10, 15 };
         var shuffled = fixture.Tasks.Select(t => t with { Data = t.Data.Subset(permutation) }).ToList();

@@ -1,5 +1,6 @@
 using WeightEnsembling.Evaluation;
 using WeightEnsembling.Tasks;
+using WeightEnsembling.Tests.SafeTensors;
 using WeightEnsembling.Tests.Upscaling;
 using WeightEnsembling.Training;
 using static TorchSharp.torch;
@@ -18,7 +19,7 @@ public sealed class TaskInputChecksTests
         using var labels = zeros(8, ScalarType.Int64);
         using var wide = new LinearClassificationHead(randn(3, 5), zeros(3));
         var tasks = new[] { fixture.Tasks[0], new ClassificationTask("too-wide", new InMemoryTaskDataset("d", images, labels, 3), wide) };
-        var e = Assert.Throws<ArgumentException>(() => new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), tasks, TrainingFixture.Options(1)));
+        var e = Assert.Throws<ArgumentException>(() => new AdaptationTrainer().Adapt(upscaled, tasks, TrainingFixture.Options(1)));
         Assert.That(e!.Message, Does.StartWith("Task 'too-wide':").And.Contain("[B, 5]"));
     }
 
@@ -33,16 +34,19 @@ public sealed class TaskInputChecksTests
     }
 
     [Test]
-    public void Adapt_CheckpointInMissingFolder_RefusedBeforeAnyStep()
+    public void Adapt_CheckpointFolderThatIsAFile_RefusedBeforeAnyStep()
     {
         using var fixture = new TrainingFixture();
         using var upscaled = fixture.Upscale();
         var before = upscaled.RouterStateDict();
         var options = TrainingFixture.Options(3);
-        options.CheckpointPath = Path.Combine(Path.GetTempPath(), "no-such-folder-" + Guid.NewGuid().ToString("N"), "ckpt.safetensors");
-        options.CheckpointEvery = 1;
-        var e = Assert.Throws<ArgumentException>(() => new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), fixture.Tasks, options));
-        Assert.That(e!.Message, Does.Contain("does not exist"));
+        using var folder = new TempFolder();
+        string file = folder.File("not-a-folder");
+        File.WriteAllText(file, "x");
+        options.CheckpointFolder = file;
+        options.CheckpointInterval = 1;
+        var e = Assert.Throws<ArgumentException>(() => new AdaptationTrainer().Adapt(upscaled, fixture.Tasks, options));
+        Assert.That(e!.Message, Does.Contain(file).And.Contain("is a file"));
         Assert.That(upscaled.RouterStateDict().All(p => TinyClip.BitEqual(p.Value, before[p.Key])), "routers changed although training was refused");
     }
 }

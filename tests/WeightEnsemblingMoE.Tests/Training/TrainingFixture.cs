@@ -36,7 +36,7 @@ internal sealed class TrainingFixture : IDisposable
     public UpscaledModel Upscale(Func<ModelUpscaler, ModelUpscaler>? configure = null) =>
         (configure ?? (u => u))(ModelUpscaler.For(Pretrained).WithExperts(Experts)).Build();
 
-    public static TestTimeAdaptationOptions Options(int steps = 4) => new() { LearningRate = 1e-2, Steps = steps, BatchSize = 8 };
+    public static AdaptationOptions Options(int steps = 4) => new() { LearningRate = 1e-2, Steps = steps, BatchSize = 8 };
 
     public static Dictionary<string, Tensor> Snapshot(IAdaptableModel model) =>
         model.NamedTrainableParameters().ToDictionary(p => p.Key, p => p.Value.detach().clone());

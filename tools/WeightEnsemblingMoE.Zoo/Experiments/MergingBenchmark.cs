@@ -97,7 +97,7 @@ public static class MergingBenchmark
             {
                 var granularity = method == MergingMethod.AdaMergingTaskWise ? AdaMergingGranularity.TaskWise : AdaMergingGranularity.LayerWise;
                 using var model = AdaMergingModel.Create(pretrained, experts, new AdaMergingOptions { Granularity = granularity });
-                new EntropyTrainer().Adapt(model, test, Adaptation(options, options.AdaMergingLearningRate), cancellationToken: ct);
+                new AdaptationTrainer().Adapt(model, test, Adaptation(options, options.AdaMergingLearningRate), cancellationToken: ct);
                 // The deployed model is plain; what the method trained is the merging coefficients.
                 var merged = model.MergeAndUnload();
                 var count = ParameterCount.Of(merged) with { Trainable = model.MergeWeight.numel() };
@@ -120,7 +120,7 @@ public static class MergingBenchmark
                     _ => upscaler,
                 };
                 using var upscaled = upscaler.Build();
-                new EntropyTrainer().Adapt(new AdaptableUpscaledModel(upscaled), test, Adaptation(options, options.WemoeLearningRate), cancellationToken: ct);
+                new AdaptationTrainer().Adapt(upscaled, test, Adaptation(options, options.WemoeLearningRate), cancellationToken: ct);
                 var report = ModelEvaluator.Evaluate(name, upscaled, test, options.EvaluationBatchSize, cancellationToken: ct);
                 return (report, upscaled.CountParameters(), $"{options.AdaptationSteps} steps, lr {options.WemoeLearningRate}");
             }
@@ -128,8 +128,11 @@ public static class MergingBenchmark
             case MergingMethod.PwemoeUniform:
             {
                 using var pareto = ModelUpscaler.For(pretrained).WithExperts(experts).WithSeed(options.Seed).BuildPareto();
-                ParetoTrainer.Train(pareto, tasks.Select(t => (t.Validation, t.Head)).ToList(),
-                    new ParetoTrainingOptions { Steps = options.ParetoSteps, Seed = options.Seed }, cancellationToken: ct);
+                var pwemoeOptions = AdaptationOptions.ForPwemoe();
+                pwemoeOptions.Steps = options.ParetoSteps;
+                pwemoeOptions.Seed = options.Seed;
+                new AdaptationTrainer().Adapt(
+                    pareto, tasks.Select(t => ClassificationTask.Of(t.Validation, t.Head)).ToList(), pwemoeOptions, cancellationToken: ct);
                 var uniform = Enumerable.Repeat(1.0 / tasks.Count, tasks.Count).ToArray();
                 var count = pareto.CountParameters();
                 return Plain(name, pareto.MergeAndUnload(uniform), test, options, ct, $"LS, {options.ParetoSteps} steps on validation", count);
@@ -140,7 +143,7 @@ public static class MergingBenchmark
         }
     }
 
-    private static TestTimeAdaptationOptions Adaptation(MergingBenchmarkOptions options, double learningRate) => new()
+    private static AdaptationOptions Adaptation(MergingBenchmarkOptions options, double learningRate) => new()
     {
         Steps = options.AdaptationSteps,
         BatchSize = options.BatchSize,

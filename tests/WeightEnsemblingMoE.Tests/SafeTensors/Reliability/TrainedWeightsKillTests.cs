@@ -110,48 +110,6 @@ public sealed class TrainedWeightsKillTests
         Dispose(expected);
     }
 
-    [Test]
-    public void AdaptationCheckpointSave_KilledAtRandomMoments_LoadsAsWholeOldOrWholeNewCheckpoint()
-    {
-        var path = Path.Combine(_folder.Path, "adaptation.safetensors");
-        var expected = new Dictionary<string, Tensor>[2];
-        for (var i = 0; i < 2; i++)
-        {
-            var model = _states.Adaptable(i);
-            expected[i] = model.NamedTrainableParameters().ToDictionary(p => p.Key, p => p.Value.detach().clone(), StringComparer.Ordinal);
-            model.Model.Dispose();
-        }
-
-        var random = new Random(1803);
-        var seen = new HashSet<int>();
-        var target = _states.Adaptable(0);
-        using var targetModel = target.Model;
-        for (var round = 0; round < Kills; round++)
-        {
-            AtomicSaveKillTests.RunAndKill("adaptation", path, random);
-            var info = AdaptationCheckpoint.Load(path, target);
-            var loaded = target.NamedTrainableParameters().ToDictionary(p => p.Key, p => (Tensor)p.Value, StringComparer.Ordinal);
-            var which = Array.FindIndex(expected, e => SameTensors(loaded, e));
-            Assert.That(which, Is.GreaterThanOrEqualTo(0), $"round {round}: the loaded parameters are neither of the two checkpoints");
-            Assert.That(info.Step, Is.EqualTo(TrainedWeightsStates.Step(which)), $"round {round}: metadata of one checkpoint, tensors of the other");
-            seen.Add(which);
-        }
-
-        TestContext.Out.WriteLine($"states seen after {Kills} kills: {string.Join(", ", seen)}");
-        var last = _states.Adaptable(1);
-        using (last.Model)
-        {
-            AdaptationCheckpoint.Save(path, last, TrainedWeightsStates.Step(1));
-        }
-
-        Assert.That(Directory.GetFileSystemEntries(_folder.Path).Select(Path.GetFileName), Is.EqualTo(new[] { "adaptation.safetensors" }),
-            "no temporary file beside the checkpoint after a successful save");
-        foreach (var state in expected)
-        {
-            Dispose(state.Values);
-        }
-    }
-
     private Dictionary<string, Tensor> RouterState(int which)
     {
         using var model = _states.Upscaled(which);

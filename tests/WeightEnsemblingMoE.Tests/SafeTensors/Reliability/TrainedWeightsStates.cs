@@ -45,12 +45,12 @@ internal sealed class TrainedWeightsStates : IDisposable
     }
 
     /// <summary>The adaptation checkpoint's two states: one architecture, other router values and another step.</summary>
-    public AdaptableUpscaledModel Adaptable(int which)
+    public UpscaledModel Adaptable(int which)
     {
         torch.manual_seed(200);
         var model = ModelUpscaler.For(Pool()).WithOptions(new ModelUpscalerOptions { RouterDepth = 2 }).Build();
         Perturb(model.TrainableParameters(), 7 + which);
-        return new AdaptableUpscaledModel(model);
+        return model;
     }
 
     /// <summary>The step recorded with adaptation state <paramref name="which"/>.</summary>
@@ -84,12 +84,6 @@ internal sealed class TrainedWeightsStates : IDisposable
             {
                 var models = new[] { states.AdaMerging(0), states.AdaMerging(1) };
                 save = i => models[i].SavePretrained(target);
-                break;
-            }
-            case "adaptation":
-            {
-                var models = new[] { states.Adaptable(0), states.Adaptable(1) };
-                save = i => AdaptationCheckpoint.Save(target, models[i], Step(i));
                 break;
             }
             default:
