@@ -22,7 +22,7 @@ namespace WeightEnsembling.World;
 /// </summary>
 public sealed class WorldBuilder
 {
-    private const string Version = "world-1";
+    private const string Version = "world-2";
     private readonly WorldConfig _config;
     private readonly string _output;
     private readonly NpmPackageCache _cache;
@@ -62,8 +62,12 @@ public sealed class WorldBuilder
     public static string Hash(params object?[] parts) =>
         Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join("\n", parts.Select(WorldConfig.Canonical)))));
 
-    /// <summary>The image processor of the world's PNGs: no resize, no crop; CLIP's rescale and normalisation.</summary>
-    public static ClipImageProcessor Processor { get; } = new() { DoResize = false, DoCenterCrop = false };
+    /// <summary>
+    /// The image processor of the world's PNGs of <paramref name="size"/> pixels: a resize to that fixed size (a no-op
+    /// on the world's own images, and the datasets' guarantee of one size), no crop; CLIP's rescale and normalisation.
+    /// </summary>
+    public static ClipImageProcessor Processor(int size) =>
+        new() { DoResize = true, ShortestEdge = null, ResizeHeight = size, ResizeWidth = size, DoCenterCrop = false };
 
     private string Stage(string name, string hash, Action<string> build)
     {
@@ -146,7 +150,7 @@ public sealed class WorldBuilder
         var config = _config.Model.ToClipConfig(_config.ImageSize, tokenizer.VocabSize);
         using var clip = new ClipModel(config);
         var lines = File.ReadLines(Path.Combine(data, "pretrain", "captions.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
-        using var images = Processor.Preprocess(lines.Select(l => ImageDecoder.Default.Decode(Path.Combine(data, "pretrain", l.GetProperty("file").GetString()!))).ToList());
+        using var images = Processor(_config.ImageSize).Preprocess(lines.Select(l => ImageDecoder.Default.Decode(Path.Combine(data, "pretrain", l.GetProperty("file").GetString()!))).ToList());
         using var ids = tokenizer.EncodeBatch(lines.Select(l => l.GetProperty("caption").GetString()!).ToList(), out var mask);
         using (mask)
         {
@@ -172,8 +176,8 @@ public sealed class WorldBuilder
             using var head = ZeroShotClassificationHead.FromClassNames(clip, tokenizer, classNames, task.Templates);
             Directory.CreateDirectory(Path.Combine(folder, "heads"));
             head.Save(Path.Combine(folder, "heads", $"{task.Name}.safetensors"));
-            using var train = ImageFolderDataset.Open(Path.Combine(data, "tasks", task.Name, "train"), Processor, name: task.Name);
-            using var test = ImageFolderDataset.Open(Path.Combine(data, "tasks", task.Name, "test"), Processor, name: task.Name);
+            using var train = ImageFolderDataset.Open(Path.Combine(data, "tasks", task.Name, "train"), Processor(_config.ImageSize), name: task.Name);
+            using var test = ImageFolderDataset.Open(Path.Combine(data, "tasks", task.Name, "test"), Processor(_config.ImageSize), name: task.Name);
             double zeroShot = WorldTraining.Accuracy(clip.VisionModel, head, test);
             using var expert = new ClipVisionModel(clip.Config.VisionConfig);
             StateDict.LoadInto(expert, clip.VisionModel.state_dict());

@@ -8,7 +8,7 @@ namespace WeightEnsembling.World;
 /// <summary>
 /// Draws the world's images from the sources and writes them: each task as image folders
 /// (<c>tasks/TASK/SPLIT/NN-class/NNNNN.png</c>, readable by <see cref="Data.ImageFolderDataset"/>, class folders in class
-/// order) with <c>tasks/TASK/task.json</c> (class names, templates), and the pre-training pool as
+/// order) with <c>tasks/TASK/task.json</c> (class names, templates) and <c>tasks/TASK/SPLIT.jsonl</c> (each file's item and SHA-256), and the pre-training pool as
 /// <c>pretrain/images/NNNNN.png</c> with <c>pretrain/captions.jsonl</c>. Each pool source keeps a seeded share of its
 /// items for the pool; tasks use the rest; then the content hashes are checked (<see cref="Disjointness"/>).
 /// </summary>
@@ -76,6 +76,7 @@ public static class WorldData
                 int count = split switch { "train" => task.Train, "val" => task.Val, _ => task.Test };
                 var random = new Random(StableSeed(config.Seed, task.Name, split));
                 var splitHashes = new Dictionary<string, string>();
+                var manifest = new List<string>();
                 for (int i = 0; i < count; i++)
                 {
                     // Classes in turn (balanced), a random item of the class, a fresh augmentation.
@@ -86,9 +87,12 @@ public static class WorldData
                     var image = item.Render(augmentation, config.ImageSize);
                     string file = Path.Combine("tasks", task.Name, split, ClassFolder(c, classes[c].Value), $"{i:D5}.png");
                     WritePng(Path.Combine(output, file), image);
-                    splitHashes.TryAdd(Disjointness.Hash(image), file);
+                    string hash = Disjointness.Hash(image);
+                    splitHashes.TryAdd(hash, file);
+                    manifest.Add(JsonSerializer.Serialize(new { file = Path.GetRelativePath(Path.Combine("tasks", task.Name), file), key = item.Key, sha256 = hash }));
                 }
 
+                File.WriteAllLines(Path.Combine(output, "tasks", task.Name, $"{split}.jsonl"), manifest);
                 taskHashes[$"{task.Name}/{split}"] = splitHashes;
             }
 
@@ -140,8 +144,9 @@ public static class WorldData
             var image = item.Render(Augmentation.FromSeed(StableSeed(config.Seed, "pool", i.ToString(System.Globalization.CultureInfo.InvariantCulture)), config.Augmentation), config.ImageSize);
             string file = Path.Combine("pretrain", "images", $"{i:D6}.png");
             WritePng(Path.Combine(output, file), image);
-            hashes.TryAdd(Disjointness.Hash(image), file);
-            captions.WriteLine(JsonSerializer.Serialize(new { file = $"images/{i:D6}.png", caption, key = item.Key }));
+            string hash = Disjointness.Hash(image);
+            hashes.TryAdd(hash, file);
+            captions.WriteLine(JsonSerializer.Serialize(new { file = $"images/{i:D6}.png", caption, key = item.Key, sha256 = hash }));
         }
 
         return hashes;
