@@ -16,22 +16,7 @@ public static unsafe partial class SvgRasterizer
     private const string GObject = "libgobject-2.0.so.0";
     private const string GLib = "libglib-2.0.so.0";
     private const int CairoFormatArgb32 = 0;
-
-    /// <summary>Whether librsvg and cairo can be loaded on this machine.</summary>
-    public static bool IsAvailable
-    {
-        get
-        {
-            try
-            {
-                return NativeLibrary.TryLoad(Rsvg, out _) && NativeLibrary.TryLoad(Cairo, out _);
-            }
-            catch (DllNotFoundException)
-            {
-                return false;
-            }
-        }
-    }
+    private static readonly Lazy<bool> Available = new(() => NativeLibrary.TryLoad(Rsvg, out _) && NativeLibrary.TryLoad(Cairo, out _));
 
     /// <summary>
     /// Draws <paramref name="svg"/> into a <paramref name="size"/>×<paramref name="size"/> RGB image filled with
@@ -44,6 +29,11 @@ public static unsafe partial class SvgRasterizer
         ArgumentNullException.ThrowIfNull(svg);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(size);
         byte[] data = Encoding.UTF8.GetBytes(svg);
+        if (!Available.Value)
+        {
+            throw new InvalidOperationException($"Rendering {source} needs Debian's librsvg2-2 and libcairo2 ({Rsvg}, {Cairo} not found): apt-get install -y librsvg2-2.");
+        }
+
         IntPtr surface = cairo_image_surface_create(CairoFormatArgb32, size, size);
         IntPtr cr = cairo_create(surface);
         IntPtr handle = IntPtr.Zero;

@@ -15,9 +15,24 @@ public static class WorldTraining
     {
         ArgumentNullException.ThrowIfNull(clip);
         using var scope = NewDisposeScope();
-        var image = nn.functional.normalize(clip.GetImageFeatures(pixelValues), dim: 1);
-        var text = nn.functional.normalize(clip.GetTextFeatures(inputIds, attentionMask), dim: 1);
-        var logits = clip.LogitScale.exp() * image.matmul(text.t());
+        return SymmetricInfoNce(clip.GetImageFeatures(pixelValues), clip.GetTextFeatures(inputIds, attentionMask), clip.LogitScale).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The symmetric InfoNCE loss of paired features [B, D] (row i of each is a pair) at the log-scale <paramref name="logitScale"/>.</summary>
+    public static Tensor SymmetricInfoNce(Tensor imageFeatures, Tensor textFeatures, Tensor logitScale)
+    {
+        ArgumentNullException.ThrowIfNull(imageFeatures);
+        ArgumentNullException.ThrowIfNull(textFeatures);
+        ArgumentNullException.ThrowIfNull(logitScale);
+        if (imageFeatures.shape[0] != textFeatures.shape[0])
+        {
+            throw new ArgumentException($"{imageFeatures.shape[0]} image features but {textFeatures.shape[0]} text features; the pairs must match.", nameof(textFeatures));
+        }
+
+        using var scope = NewDisposeScope();
+        var image = nn.functional.normalize(imageFeatures, dim: 1);
+        var text = nn.functional.normalize(textFeatures, dim: 1);
+        var logits = logitScale.exp() * image.matmul(text.t());
         var targets = arange(logits.shape[0], dtype: ScalarType.Int64);
         var loss = (nn.functional.cross_entropy(logits, targets) + nn.functional.cross_entropy(logits.t(), targets)) / 2;
         return loss.MoveToOuterDisposeScope();

@@ -117,5 +117,19 @@ public sealed class WorldRenderingTests
         Assert.That(error!.Message, Does.Contain("bad.yaml").And.Contain("an icon in style"));
     }
 
+    [Test]
+    public void SymmetricInfoNce_MatchesPyTorchReference()
+    {
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Slice("infonce.json")));
+        double[][] Read(string name) => json.RootElement.GetProperty(name).EnumerateArray().Select(r => r.EnumerateArray().Select(v => v.GetDouble()).ToArray()).ToArray();
+        using var image = TorchSharp.torch.tensor(Read("image").SelectMany(r => r).ToArray(), [6, 4]);
+        using var text = TorchSharp.torch.tensor(Read("text").SelectMany(r => r).ToArray(), [6, 4]);
+        using var scale = TorchSharp.torch.tensor(json.RootElement.GetProperty("logit_scale").GetDouble());
+
+        using var loss = WorldTraining.SymmetricInfoNce(image, text, scale);
+
+        Assert.That(loss.item<double>(), Is.EqualTo(json.RootElement.GetProperty("loss").GetDouble()).Within(1e-12));
+    }
+
     private static byte[] Pixel(RgbImage image, int x, int y) => image.Pixels.AsSpan(((y * image.Width) + x) * 3, 3).ToArray();
 }
