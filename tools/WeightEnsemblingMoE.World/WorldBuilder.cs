@@ -49,7 +49,8 @@ public sealed class WorldBuilder
     {
         var watch = Stopwatch.StartNew();
         string data = Stage("data", Hash(Version, _config.Seed, _config.ImageSize, _config.Packages, _config.Sources, _config.Augmentation,
-            new { _config.Pretraining.Sources, _config.Pretraining.PoolFraction, _config.Pretraining.Pairs, _config.Pretraining.Captions }, _config.Tasks), WriteData);
+            new { _config.Pretraining.Sources, _config.Pretraining.PoolFraction, _config.Pretraining.Pairs, _config.Pretraining.Captions }, _config.Tasks,
+            LocalInputs()), WriteData);
         string tokenizer = Stage("tokenizer", Hash(Hashes["data"], _config.Model.VocabSize, _config.Model.ContextLength), WriteTokenizer);
         string pretrained = Stage("pretrained", Hash(Hashes["tokenizer"], _config.Model, _config.Pretraining.Steps, _config.Pretraining.BatchSize, _config.Pretraining.LearningRate),
             folder => WritePretrained(folder, data, tokenizer));
@@ -99,6 +100,33 @@ public sealed class WorldBuilder
         Built.Add(name);
         _log($"{name}: built in {watch.Elapsed.TotalSeconds:F0} s ({hash[..12]})");
         return folder;
+    }
+
+    /// <summary>
+    /// What the data reads besides the pinned packages: the SHA-256 of each idx file and of each local package folder's
+    /// files, and the fonts fc-list gives for the fonts sources (file, size), so a changed input rebuilds the data.
+    /// </summary>
+    private List<string> LocalInputs()
+    {
+        var inputs = new List<string>();
+        foreach (var (name, source) in _config.Sources.OrderBy(s => s.Key, StringComparer.Ordinal))
+        {
+            var files = source.Kind switch
+            {
+                "idx" => source.Images.Concat(source.Labels).Select(_config.Resolve).ToList(),
+                "fonts" => WorldSources.ListFonts().Where(f => source.Families.Contains(f.Family)).Select(f => f.File).Order(StringComparer.Ordinal).ToList(),
+                _ => _config.Packages.SingleOrDefault(p => p.Name == source.Package)?.Path is { } local
+                    ? Directory.GetFiles(_config.Resolve(local), "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal).ToList()
+                    : [],
+            };
+            foreach (string file in files)
+            {
+                using var stream = File.OpenRead(file);
+                inputs.Add($"{name}:{Path.GetFileName(file)}:{Convert.ToHexString(SHA256.HashData(stream))}");
+            }
+        }
+
+        return inputs;
     }
 
     private string PackageFolder(string name)

@@ -151,5 +151,30 @@ public sealed class WorldBuildTests
         }
     }
 
+    [Test]
+    public void Rebuild_AfterALocalPackageFileChanged_RebuildsTheData()
+    {
+        using var copy = new WeightEnsembling.Tests.SafeTensors.TempFolder();
+        string source = Path.Combine(AppContext.BaseDirectory, "Fixtures", "World");
+        foreach (string file in Directory.GetFiles(source, "*", SearchOption.AllDirectories))
+        {
+            string target = Path.Combine(copy.Path, Path.GetRelativePath(source, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+
+        var config = WorldConfig.Load(copy.File("tiny.yaml"));
+        config.Pretraining.Steps = 2;
+        config.FineTuning.Steps = 2;
+        string output = copy.File("out");
+        new WorldBuilder(config, output, copy.File("cache"), _ => { }).Build();
+        File.AppendAllText(Path.Combine(copy.Path, "tabler", "package.json"), "\n");
+
+        var again = new WorldBuilder(config, output, copy.File("cache"), _ => { });
+        again.Build();
+
+        Assert.That(again.Built, Is.EqualTo(new[] { "data", "tokenizer", "pretrained", "zoo" }));
+    }
+
     private static string HashOf(string png) => Disjointness.Hash(ImageDecoder.Default.Decode(png));
 }
