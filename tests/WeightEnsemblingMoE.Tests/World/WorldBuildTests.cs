@@ -1,0 +1,180 @@
+using System.Text.Json;
+using WeightEnsembling.Data;
+using WeightEnsembling.Images;
+using WeightEnsembling.Text;
+using WeightEnsembling.World;
+
+namespace WeightEnsembling.Tests.World;
+
+/// <summary>Builds the tiny world of Fixtures/World/tiny.yaml once (no network: the slice is committed) and checks each stage's output.</summary>
+[TestFixture, NonParallelizable]
+public sealed class WorldBuildTests
+{
+    private string _output = "";
+    private WorldConfig _config = null!;
+    private WorldSummary _summary = null!;
+    private List<string> _log = [];
+    private int _threads;
+
+    [OneTimeSetUp]
+    public void BuildTinyWorld()
+    {
+        // One intra-op thread: on a busy 2-core machine OpenMP's second thread makes these tiny models ~20× slower
+        // (docs/torchsharp-notes.md). Restored afterwards.
+        _threads = TorchSharp.torch.get_num_threads();
+        TorchSharp.torch.set_num_threads(1);
+        _output = Path.Combine(Path.GetTempPath(), "wemoe-world-" + Guid.NewGuid().ToString("N"));
+        _config = WorldConfig.Load(Path.Combine(AppContext.BaseDirectory, "Fixtures", "World", "tiny.yaml"));
+        var builder = new WorldBuilder(_config, _output, Path.Combine(_output, "cache"), _log.Add);
+        _summary = builder.Build();
+        Assert.That(builder.Built, Is.EqualTo(new[] { "data", "tokenizer", "pretrained", "zoo" }));
+    }
+
+    [OneTimeTearDown]
+    public void Delete()
+    {
+        TorchSharp.torch.set_num_threads(_threads);
+        if (Directory.Exists(_output))
+        {
+            Directory.Delete(_output, true);
+        }
+    }
+
+    [Test]
+    public void Data_TaskSplitsAreImageFoldersWithTheConfiguredSizes()
+    {
+        using var train = ImageFolderDataset.Open(Path.Combine(_output, "data", "tasks", "icon-style", "train"), WorldBuilder.Processor(16));
+        using var test = ImageFolderDataset.Open(Path.Combine(_output, "data", "tasks", "mdi-category", "test"), WorldBuilder.Processor(16));
+
+        Assert.That(train.Count, Is.EqualTo(320));
+        Assert.That(train.Classes, Is.EqualTo(new[] { "00-outline", "01-material" }));
+        Assert.That(test.Count, Is.EqualTo(32));
+        using var batch = train.GetBatch([0, 1]);
+        Assert.That(batch.Images.shape, Is.EqualTo(new long[] { 2, 3, 16, 16 }));
+    }
+
+    [Test]
+    public void Data_PoolIsDisjointFromEveryTaskImageByContentHash()
+    {
+        string data = Path.Combine(_output, "data");
+        var pool = Directory.GetFiles(Path.Combine(data, "pretrain", "images")).Select(HashOf).ToHashSet();
+        var tasks = Directory.GetFiles(Path.Combine(data, "tasks"), "*.png", SearchOption.AllDirectories).Select(HashOf).ToList();
+
+        Assert.That(pool, Has.Count.GreaterThan(50));
+        Assert.That(tasks, Has.Count.EqualTo((320 + 16 + 64) + (64 + 16 + 32)));
+        Assert.That(tasks.Where(pool.Contains), Is.Empty);
+        // And by item: no caption's item key is a task item (the pool keeps its own share of each source).
+        var poolKeys = File.ReadLines(Path.Combine(data, "pretrain", "captions.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("key").GetString()).ToHashSet();
+        var taskKeys = Directory.GetFiles(Path.Combine(data, "tasks"), "*.jsonl", SearchOption.AllDirectories)
+            .SelectMany(File.ReadLines).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("key").GetString()).ToHashSet();
+        Assert.That(poolKeys, Has.Count.GreaterThan(10));
+        Assert.That(taskKeys, Has.Count.GreaterThan(10));
+        Assert.That(taskKeys.Where(poolKeys.Contains), Is.Empty);
+    }
+
+    [Test]
+    public void Tokenizer_FilesLoadInClipTokenizer_AndRoundTripACaption()
+    {
+        string folder = Path.Combine(_output, "tokenizer");
+        var tokenizer = ClipTokenizer.FromPretrained(folder, 16);
+        var vocabulary = JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllText(Path.Combine(folder, "vocab.json")))!;
+        var byId = vocabulary.ToDictionary(p => p.Value, p => p.Key);
+        var bytes = BpeTrainer.BytesToUnicode().ToDictionary(p => p.Symbol, p => (byte)p.Byte);
+
+        var ids = tokenizer.Encode("An icon of  Weather");
+        string text = string.Concat(ids.Skip(1).SkipLast(1).Select(i => byId[i]));
+        string decoded = System.Text.Encoding.UTF8.GetString(text.Replace("</w>", " ").Split(' ', StringSplitOptions.RemoveEmptyEntries)
+            .Select(w => w.Select(c => bytes[c.ToString()]).Concat(new[] { (byte)' ' })).SelectMany(b => b).ToArray()).Trim();
+
+        Assert.That(tokenizer.VocabSize, Is.EqualTo(vocabulary.Count).And.LessThanOrEqualTo(700));
+        Assert.That(ids[0], Is.EqualTo(tokenizer.BosTokenId));
+        Assert.That(ids[^1], Is.EqualTo(tokenizer.EosTokenId));
+        Assert.That(tokenizer.BosTokenId, Is.EqualTo(vocabulary["<|startoftext|>"]));
+        Assert.That(tokenizer.EosTokenId, Is.EqualTo(vocabulary.Count - 1));
+        Assert.That(decoded, Is.EqualTo("an icon of weather"));
+        // Frequent caption words became single tokens.
+        Assert.That(ids, Does.Contain(vocabulary["icon</w>"]));
+        Assert.That(File.ReadLines(Path.Combine(folder, "merges.txt")).First(), Is.EqualTo("#version: 0.2"));
+    }
+
+    [Test]
+    public void Pretraining_LowersTheContrastiveLoss()
+    {
+        var losses = JsonSerializer.Deserialize<List<float>>(File.ReadAllText(Path.Combine(_output, "pretrained", "losses.json")))!;
+
+        // Chance level of a batch of 32 pairs is ln 32 ≈ 3.47: the loss ends far below it.
+        Assert.That(losses, Has.Count.EqualTo(150));
+        Assert.That(losses.TakeLast(10).Average(), Is.LessThan(Math.Log(32) - 1.5));
+        Assert.That(_summary.PretrainLastLoss, Is.LessThan(_summary.PretrainFirstLoss));
+    }
+
+    [Test]
+    public void Pretrained_IsAnHfFolderWithItsTokenizer()
+    {
+        string folder = Path.Combine(_output, "pretrained");
+        using var clip = WeightEnsembling.Clip.ClipModel.FromPretrained(folder);
+        var tokenizer = ClipTokenizer.FromPretrained(folder);
+
+        Assert.That(clip.Config.TextConfig.VocabSize, Is.EqualTo(tokenizer.VocabSize));
+        Assert.That(tokenizer.ContextLength, Is.EqualTo(16));
+        Assert.That(clip.Config.VisionConfig.ImageSize, Is.EqualTo(16));
+    }
+
+    [Test]
+    public void Expert_BeatsZeroShotOnItsTask()
+    {
+        var style = _summary.Tasks.Single(t => t.Task == "icon-style");
+
+        Assert.That(style.Expert, Is.GreaterThan(style.ZeroShot + 10), string.Join("\n", _log));
+        Assert.That(style.LastLoss, Is.LessThan(style.FirstLoss));
+        Assert.That(File.Exists(Path.Combine(_output, "zoo", "experts", "icon-style", "config.json")), Is.True);
+        Assert.That(File.Exists(Path.Combine(_output, "zoo", "heads", "mdi-category.safetensors")), Is.True);
+    }
+
+    [Test]
+    public void Rebuild_WithTheSameConfig_SkipsEveryStage_AndAChangedSectionRebuildsFromThere()
+    {
+        var again = new WorldBuilder(_config, _output, Path.Combine(_output, "cache"), _ => { });
+        again.Build();
+        Assert.That(again.Built, Is.Empty);
+
+        _config.FineTuning.Steps = 5;
+        try
+        {
+            var changed = new WorldBuilder(_config, _output, Path.Combine(_output, "cache"), _ => { });
+            changed.Build();
+            Assert.That(changed.Built, Is.EqualTo(new[] { "zoo" }));
+        }
+        finally
+        {
+            _config.FineTuning.Steps = 120;
+        }
+    }
+
+    [Test]
+    public void Rebuild_AfterALocalPackageFileChanged_RebuildsTheData()
+    {
+        using var copy = new WeightEnsembling.Tests.SafeTensors.TempFolder();
+        string source = Path.Combine(AppContext.BaseDirectory, "Fixtures", "World");
+        foreach (string file in Directory.GetFiles(source, "*", SearchOption.AllDirectories))
+        {
+            string target = Path.Combine(copy.Path, Path.GetRelativePath(source, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+
+        var config = WorldConfig.Load(copy.File("tiny.yaml"));
+        config.Pretraining.Steps = 2;
+        config.FineTuning.Steps = 2;
+        string output = copy.File("out");
+        new WorldBuilder(config, output, copy.File("cache"), _ => { }).Build();
+        File.AppendAllText(Path.Combine(copy.Path, "tabler", "package.json"), "\n");
+
+        var again = new WorldBuilder(config, output, copy.File("cache"), _ => { });
+        again.Build();
+
+        Assert.That(again.Built, Is.EqualTo(new[] { "data", "tokenizer", "pretrained", "zoo" }));
+    }
+
+    private static string HashOf(string png) => Disjointness.Hash(ImageDecoder.Default.Decode(png));
+}
