@@ -29,10 +29,17 @@ public sealed class AdaptationOptions
 
     /// <summary>
     /// Whether the learning rate follows a cosine from <see cref="LearningRate"/> down to
-    /// <see cref="MinLearningRateRatio"/> × it over <see cref="Steps"/> (PyTorch's <c>CosineAnnealingLR</c> with
-    /// <c>T_max = Steps</c> and <c>eta_min = MinLearningRateRatio × LearningRate</c>). The default value is <see langword="false"/>.
+    /// <see cref="MinLearningRateRatio"/> × it over <see cref="Steps"/> or <see cref="CosineSteps"/> (PyTorch's
+    /// <c>CosineAnnealingLR</c> with <c>T_max = CosineSteps ?? Steps</c> and <c>eta_min = MinLearningRateRatio × LearningRate</c>). The default value is <see langword="false"/>.
     /// </summary>
     public bool CosineSchedule { get; set; }
+
+    /// <summary>
+    /// The cosine schedule's length T_max in steps, when it differs from <see cref="Steps"/>: the original WEMoE repository
+    /// anneals over 1,000 steps whatever the run's length. Past T_max the rate follows PyTorch's closed form (it rises
+    /// again). The default value is <see langword="null"/> (T_max = <see cref="Steps"/>).
+    /// </summary>
+    public int? CosineSteps { get; set; }
 
     /// <summary>The cosine schedule's floor as a fraction of <see cref="LearningRate"/>, in [0, 1]. The default value is 0.</summary>
     public double MinLearningRateRatio { get; set; }
@@ -99,6 +106,11 @@ public sealed class AdaptationOptions
         Positive(LearningRate, nameof(LearningRate));
         ArgumentOutOfRangeException.ThrowIfLessThan(Steps, 1, nameof(Steps));
         ArgumentOutOfRangeException.ThrowIfLessThan(BatchSize, 1, nameof(BatchSize));
+        if (CosineSteps is int cosineSteps)
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(cosineSteps, 1, nameof(CosineSteps));
+        }
+
         ArgumentOutOfRangeException.ThrowIfNegative(CheckpointInterval, nameof(CheckpointInterval));
         InRange(MinLearningRateRatio, 0, 1, upperOpen: false, nameof(MinLearningRateRatio));
         InRange(Beta1, 0, 1, upperOpen: true, nameof(Beta1));
@@ -127,7 +139,7 @@ public sealed class AdaptationOptions
         }
 
         double floor = LearningRate * MinLearningRateRatio;
-        return floor + ((LearningRate - floor) * 0.5 * (1 + Math.Cos(Math.PI * step / Steps)));
+        return floor + ((LearningRate - floor) * 0.5 * (1 + Math.Cos(Math.PI * step / (CosineSteps ?? Steps))));
     }
 
     /// <summary>A copy of these options (the objective, whose settings are init-only, is shared).</summary>

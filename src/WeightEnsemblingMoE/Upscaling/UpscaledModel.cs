@@ -53,10 +53,17 @@ public sealed class UpscaledModel : UpscaledModelBase
         }
     }
 
-    /// <summary>Batch-mean routing while training (FusionBench's recipe), per-sample routing otherwise.</summary>
+    /// <summary>
+    /// The routing used while training: <see cref="RoutingMode.BatchReduce"/> (FusionBench's recipe: one batch-mean
+    /// routing per batch) or <see cref="RoutingMode.PerSample"/> (the original WEMoE repository's recipe). Evaluation
+    /// always routes per sample. The default value is <see cref="RoutingMode.BatchReduce"/>.
+    /// </summary>
+    public RoutingMode TrainingRoutingMode { get; set; } = RoutingMode.BatchReduce;
+
+    /// <summary><see cref="TrainingRoutingMode"/> while training, per-sample routing otherwise.</summary>
     /// <param name="training">Whether the model is about to be trained.</param>
     public override void SetTraining(bool training) =>
-        RoutingMode = training ? RoutingMode.BatchReduce : RoutingMode.PerSample;
+        RoutingMode = training ? TrainingRoutingMode : RoutingMode.PerSample;
 
     /// <summary>
     /// Rebuilds a model saved by <see cref="UpscaledModelBase.SavePretrained"/> over <paramref name="modelPool"/>: the pool
