@@ -4,6 +4,7 @@ using WeightEnsembling.Models;
 using WeightEnsembling.TaskVectors;
 using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
+using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
 
 namespace DocsSnippets;

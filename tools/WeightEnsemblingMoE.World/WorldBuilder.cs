@@ -10,6 +10,7 @@ using WeightEnsembling.Images;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tasks;
 using WeightEnsembling.Text;
+using WeightEnsembling.Models;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.World;

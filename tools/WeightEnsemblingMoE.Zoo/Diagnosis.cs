@@ -64,7 +64,7 @@ public static class Diagnosis
         var heads = SuiteTask.All.Select(t => TaskHead.Load(Path.Combine(zooFolder, "heads", $"{t.Name}.safetensors"))).ToList();
         var data = SuiteTask.All.Select(t => t.Load(dataFolder, "test", examples)).ToList();
         using var upscaled = ModelUpscaler.For(pretrained).WithExperts(experts).WithRouterDepth(depth).Build();
-        var tasks = data.Select((d, i) => new Training.ClassificationTask(d.Name, d, heads[i])).ToList();
+        var tasks = data.Select((d, i) => new ClassificationTask(d.Name, d, heads[i])).ToList();
         var text = new StringBuilder();
         void Report(int step)
         {

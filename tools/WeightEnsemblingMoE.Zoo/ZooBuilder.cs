@@ -3,6 +3,7 @@ using TorchSharp;
 using WeightEnsembling.Clip;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tasks;
+using WeightEnsembling.Models;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Zoo;

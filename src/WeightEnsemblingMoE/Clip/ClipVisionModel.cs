@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using WeightEnsembling.Interop;
 using WeightEnsembling.SafeTensors;
+using WeightEnsembling.Models;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Clip;

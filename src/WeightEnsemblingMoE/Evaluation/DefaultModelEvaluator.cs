@@ -6,6 +6,7 @@ using WeightEnsembling.DependencyInjection;
 using WeightEnsembling.Diagnostics;
 using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
+using WeightEnsembling.Tasks;
 
 namespace WeightEnsembling.Evaluation;
 

@@ -1,6 +1,7 @@
 using WeightEnsembling.Clip;
 using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
+using WeightEnsembling.Tasks;
 
 namespace WeightEnsembling.Evaluation;
 

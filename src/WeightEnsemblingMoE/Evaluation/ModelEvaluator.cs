@@ -3,6 +3,7 @@ using WeightEnsembling.Models;
 using WeightEnsembling.Moe;
 using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
+using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Evaluation;

@@ -5,6 +5,7 @@ using WeightEnsembling.Diagnostics;
 using WeightEnsembling.Clip;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tasks;
+using WeightEnsembling.Models;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Merging;

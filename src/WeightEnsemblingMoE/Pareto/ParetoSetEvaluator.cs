@@ -4,6 +4,7 @@ using WeightEnsembling.Models;
 using WeightEnsembling.Evaluation;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Training;
+using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Pareto;

@@ -1,4 +1,5 @@
 using TorchSharp;
+using WeightEnsembling.Models;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.SafeTensors;

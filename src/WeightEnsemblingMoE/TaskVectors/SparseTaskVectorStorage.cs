@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using TorchSharp;
+using WeightEnsembling.Models;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.TaskVectors;
@@ -29,7 +30,7 @@ namespace WeightEnsembling.TaskVectors;
 /// <see cref="ToDense"/> decode the mask to indices (a managed bit scan) and apply the values with <c>index_add</c>: the
 /// simple path the tests compare the fast one with. State dicts of the earlier
 /// layout (<c>values</c> and int32 <c>indices</c>) do not load into this one: a strict
-/// <see cref="SafeTensors.StateDict.LoadInto"/> reports the unexpected <c>indices</c> and missing <c>mask</c> keys;
+/// <see cref="StateDict.LoadInto"/> reports the unexpected <c>indices</c> and missing <c>mask</c> keys;
 /// rebuild the storage from the experts.</para>
 /// </remarks>
 public sealed class SparseTaskVectorStorage : TaskVectorStorage

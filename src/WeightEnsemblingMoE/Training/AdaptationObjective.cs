@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using WeightEnsembling.Tasks;
 
 namespace WeightEnsembling.Training;
 

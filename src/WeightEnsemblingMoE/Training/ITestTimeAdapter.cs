@@ -1,3 +1,4 @@
+using WeightEnsembling.Tasks;
 namespace WeightEnsembling.Training;
 
 /// <summary>

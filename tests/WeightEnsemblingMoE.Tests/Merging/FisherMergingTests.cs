@@ -3,6 +3,7 @@ using WeightEnsembling.Merging;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tasks;
 using WeightEnsembling.Tests.Upscaling;
+using WeightEnsembling.Models;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Tests.Merging;

@@ -1,6 +1,7 @@
 using WeightEnsembling.Clip;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tasks;
+using WeightEnsembling.Models;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Tests.Merging;

@@ -2,6 +2,7 @@ using WeightEnsembling.Pareto;
 using WeightEnsembling.Tests.SafeTensors;
 using WeightEnsembling.Tests.Training;
 using WeightEnsembling.Training;
+using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Tests.Pareto;

@@ -1,5 +1,6 @@
 using TorchSharp;
 using WeightEnsembling.SafeTensors;
+using WeightEnsembling.Models;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Tests.SafeTensors;

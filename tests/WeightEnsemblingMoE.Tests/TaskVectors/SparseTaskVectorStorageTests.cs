@@ -2,6 +2,7 @@ using System.Text.Json;
 using TorchSharp;
 using static TorchSharp.torch;
 using WeightEnsembling.TaskVectors;
+using WeightEnsembling.Models;
 
 namespace WeightEnsembling.Tests.TaskVectors;
 
@@ -87,8 +88,8 @@ public sealed class SparseTaskVectorStorageTests
         using var source = new SparseTaskVectorStorage(taus, 0.7);
         // Same kept counts per storage shape (quantile rule on other data keeps the same number): load and compare.
         using var target = new SparseTaskVectorStorage(StorageTestData.RandomTaskVectors(3, [9, 7], seed: 32), 0.7);
-        var saved = WeightEnsembling.SafeTensors.StateDict.From(source);
-        WeightEnsembling.SafeTensors.StateDict.LoadInto(target, saved);
+        var saved = StateDict.From(source);
+        StateDict.LoadInto(target, saved);
         for (int t = 0; t < 3; t++)
         {
             Assert.That(target.KeptCount(t), Is.EqualTo(source.KeptCount(t)), $"task {t}");
@@ -106,7 +107,7 @@ public sealed class SparseTaskVectorStorageTests
             ["values"] = zeros(16),
             ["indices"] = zeros(16, ScalarType.Int32),
         };
-        var exception = Assert.Throws<WeightEnsembling.SafeTensors.StateDictLoadException>(() => WeightEnsembling.SafeTensors.StateDict.LoadInto(sparse, legacy));
+        var exception = Assert.Throws<StateDictLoadException>(() => StateDict.LoadInto(sparse, legacy));
         Assert.That(exception!.Message, Does.Contain("indices").And.Contain("mask"));
     }
 

@@ -1,6 +1,7 @@
 using WeightEnsembling.Evaluation;
 using WeightEnsembling.Moe;
 using WeightEnsembling.Training;
+using WeightEnsembling.Merging;
 
 namespace WeightEnsembling.Tests.Training;
 

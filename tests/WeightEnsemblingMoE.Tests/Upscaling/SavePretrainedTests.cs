@@ -5,6 +5,7 @@ using WeightEnsembling.Pareto;
 using WeightEnsembling.TaskVectors;
 using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
+using WeightEnsembling.Merging;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Tests.Upscaling;

@@ -1,6 +1,7 @@
 using TorchSharp;
 using WeightEnsembling.Clip;
 using WeightEnsembling.SafeTensors;
+using WeightEnsembling.Models;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Tests.Upscaling;

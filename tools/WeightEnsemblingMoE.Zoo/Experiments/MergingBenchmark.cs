@@ -8,6 +8,7 @@ using WeightEnsembling.Pareto;
 using WeightEnsembling.TaskVectors;
 using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
+using WeightEnsembling.Tasks;
 
 namespace WeightEnsembling.Experiments;
 

@@ -8,6 +8,7 @@ using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tests.SafeTensors.Reliability;
 using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
+using WeightEnsembling.Merging;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Tests.SafeTensors.Fuzz;

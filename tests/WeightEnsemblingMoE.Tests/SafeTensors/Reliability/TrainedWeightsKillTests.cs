@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
+using WeightEnsembling.Merging;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Tests.SafeTensors.Reliability;

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
+using WeightEnsembling.Merging;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Tests.SafeTensors.Reliability;

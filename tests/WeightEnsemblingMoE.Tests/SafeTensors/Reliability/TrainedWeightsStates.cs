@@ -4,6 +4,7 @@ using WeightEnsembling.Clip;
 using WeightEnsembling.Models;
 using WeightEnsembling.Training;
 using WeightEnsembling.Upscaling;
+using WeightEnsembling.Merging;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.Tests.SafeTensors.Reliability;

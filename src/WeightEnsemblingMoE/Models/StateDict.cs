@@ -1,7 +1,8 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using WeightEnsembling.SafeTensors;
 
-namespace WeightEnsembling.SafeTensors;
+namespace WeightEnsembling.Models;
 
 /// <summary>Copies tensors into a module's parameters and buffers by state-dict key, and takes them out.</summary>
 public static class StateDict

@@ -1,7 +1,8 @@
 using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
+using WeightEnsembling.Training;
 
-namespace WeightEnsembling.Training;
+namespace WeightEnsembling.Tasks;
 
 /// <summary>
 /// One task as test-time adaptation and evaluation see it: a name, its data (unlabelled is enough for adaptation,

@@ -1,4 +1,5 @@
-namespace WeightEnsembling.SafeTensors;
+using WeightEnsembling.SafeTensors;
+namespace WeightEnsembling.Models;
 
 /// <summary>
 /// A strict <see cref="StateDict.LoadInto"/> found missing, unexpected or mismatched keys; the module was left unchanged.

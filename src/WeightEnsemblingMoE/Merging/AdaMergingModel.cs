@@ -6,8 +6,9 @@ using WeightEnsembling.Clip;
 using WeightEnsembling.Models;
 using WeightEnsembling.SafeTensors;
 using static TorchSharp.torch;
+using WeightEnsembling.Training;
 
-namespace WeightEnsembling.Training;
+namespace WeightEnsembling.Merging;
 
 /// <summary>
 /// AdaMerging (Yang et al., ICLR 2024) over every parameter tensor of a CLIP vision model: θ = θ_0 + Σ_t λ_t τ_t with

@@ -1,4 +1,5 @@
-namespace WeightEnsembling.SafeTensors;
+using WeightEnsembling.SafeTensors;
+namespace WeightEnsembling.Models;
 
 /// <summary>What <see cref="StateDict.LoadInto"/> matched, copied and could not use.</summary>
 /// <param name="LoadedKeys">The keys whose values were copied into the module, sorted.</param>

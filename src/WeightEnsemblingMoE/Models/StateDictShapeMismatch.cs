@@ -1,4 +1,5 @@
-namespace WeightEnsembling.SafeTensors;
+using WeightEnsembling.SafeTensors;
+namespace WeightEnsembling.Models;
 
 /// <summary>A state-dict entry whose shape differs from the module's parameter or buffer of the same key.</summary>
 /// <param name="Name">The state-dict key.</param>

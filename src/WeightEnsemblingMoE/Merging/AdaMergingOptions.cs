@@ -1,4 +1,5 @@
-namespace WeightEnsembling.Training;
+using WeightEnsembling.Training;
+namespace WeightEnsembling.Merging;
 
 /// <summary>How <see cref="AdaMergingModel"/> merges: θ = θ_0 + Σ_t λ_t τ_t per parameter tensor, with learned λ.</summary>
 public sealed class AdaMergingOptions

@@ -1,4 +1,5 @@
-namespace WeightEnsembling.Training;
+using WeightEnsembling.Training;
+namespace WeightEnsembling.Merging;
 
 /// <summary>How many merging coefficients AdaMerging learns.</summary>
 public enum AdaMergingGranularity
