@@ -129,6 +129,35 @@ public sealed class TrainedWeightsReliabilityTests
         }
     }
 
+    [Test]
+    public void TrainingCheckpointLoad_LoneSurrogateInTrainerState_ThrowsInvalidDataExceptionNamingFile()
+    {
+        var folder = _folder.File("checkpoint");
+        using var state = TrainingCheckpointState.Trained(_states, 0);
+        state.Save(folder);
+        var path = Path.Combine(folder, TrainerState.FileName);
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"WEMoE\"", "\"WEMoE\\ud800\"", StringComparison.Ordinal));
+        // Found by the checkpoint fuzz target; before the fix: InvalidOperationException "Cannot read invalid UTF-16 JSON text as string".
+        var e = Assert.Throws<InvalidDataException>(() => state.Load(folder));
+        Assert.That(e!.Message, Does.Contain(path).And.Contain("surrogate"));
+    }
+
+    [Test]
+    public void TrainingCheckpointLoad_MomentOfDTypeTorchSharpLacks_ThrowsInvalidDataExceptionNamingFile()
+    {
+        var folder = _folder.File("checkpoint");
+        using var state = TrainingCheckpointState.Trained(_states, 0);
+        state.Save(folder);
+        var path = Path.Combine(folder, TrainingCheckpoint.OptimizerFileName);
+        var bytes = File.ReadAllBytes(path);
+        var at = System.Text.Encoding.ASCII.GetString(bytes).IndexOf("\"F32\"", StringComparison.Ordinal);
+        System.Text.Encoding.ASCII.GetBytes("\"U32\"").CopyTo(bytes, at);
+        File.WriteAllBytes(path, bytes);
+        // Before the fix: NotSupportedException from SafeTensorsFile.Load.
+        var e = Assert.Throws<InvalidDataException>(() => state.Load(folder));
+        Assert.That(e!.Message, Does.Contain(path).And.Contain("U32"));
+    }
+
     /// <summary>Rewrites a safetensors file with the first element of the last tensor <paramref name="pick"/> accepts set to <paramref name="value"/>.</summary>
     private static string Poison(string path, Func<string, bool> pick, float value)
     {
