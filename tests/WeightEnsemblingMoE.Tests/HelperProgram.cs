@@ -13,11 +13,11 @@ public static class HelperProgram
     {
         if (args.Length == 3 && args[0] == "atomic-save")
         {
-            return args[1] is "routers" or "adamerging" or "adaptation"
+            return args[1] is "routers" or "adamerging" or "checkpoint"
                 ? TrainedWeightsStates.Run(args[1], args[2])
                 : AtomicSaveLoop.Run(args[1], args[2]);
         }
-        Console.Error.WriteLine("usage: atomic-save sharded|clip|routers|adamerging|adaptation TARGET");
+        Console.Error.WriteLine("usage: atomic-save sharded|clip|routers|adamerging|checkpoint TARGET");
         return 2;
     }
 }

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using TorchSharp;
 using TorchSharp.Modules;
 using WeightEnsembling.Diagnostics;
+using WeightEnsembling.Models;
 using WeightEnsembling.Tasks;
 using static TorchSharp.torch;
 
@@ -24,7 +25,8 @@ namespace WeightEnsembling.Training;
 /// <see cref="AdaptationOptions.CheckpointFolder"/> is set), puts the model in evaluation mode with the parameters of the
 /// last completed step and throws <see cref="OperationCanceledException"/>.</para>
 /// <para>Each step runs inside one dispose scope on the calling thread, so memory stays flat however many steps run.
-/// Batches, labels and the task heads are moved to the device of the model's trainable parameters.</para>
+/// Batches, labels and the task heads are moved to the device of the model's trainable parameters (the first one's);
+/// the checkpoint's tensors are written from and read into the CPU.</para>
 /// </remarks>
 public sealed class AdaptationTrainer : ITestTimeAdapter
 {
@@ -79,14 +81,8 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
         }
 
         var parameters = named.Select(p => p.Value).ToList();
-        var device = parameters[0].device;
-        foreach (var task in tasks)
-        {
-            if (task.Head.parameters().Any(p => p.device != device))
-            {
-                task.Head.to(device);
-            }
-        }
+        var device = DeviceOf.Model(model);
+        DeviceOf.MoveHeads(tasks, device);
 
         using var optimizer = optim.Adam(parameters, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon);
         var run = options.Objective.Start(model, tasks, options.Seed, logger);
@@ -181,21 +177,18 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
     {
         using var scope = NewDisposeScope();
         optimizer.zero_grad();
-        var batches = new List<TaskBatch>(streams.Count);
+        var drawn = new List<TaskBatch>(streams.Count);
         try
         {
+            // The objective sees each batch's images and labels on the model's device (aliases when already there, owned
+            // by the step's scope); the drawn batches keep their own tensors and are disposed here.
+            var batches = new List<TaskBatch>(streams.Count);
             foreach (var stream in streams)
             {
                 stream.MoveNext();
-                var batch = stream.Current;
-                if (batch.Images.device != device || (batch.Labels is { } labels && labels.device != device))
-                {
-                    var moved = new TaskBatch(batch.Images.to(device), batch.Labels?.to(device));
-                    batch.Dispose();
-                    batch = moved;
-                }
-
-                batches.Add(batch);
+                drawn.Add(stream.Current);
+                var (images, labels) = DeviceOf.Batch(stream.Current, device);
+                batches.Add(new TaskBatch(images, labels));
             }
 
             var result = run.Backward(batches, parameters);
@@ -204,7 +197,7 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
         }
         finally
         {
-            foreach (var batch in batches)
+            foreach (var batch in drawn)
             {
                 batch.Dispose();
             }

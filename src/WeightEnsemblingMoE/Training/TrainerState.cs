@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using WeightEnsembling.Models;
 using WeightEnsembling.Tasks;
 
 namespace WeightEnsembling.Training;
@@ -44,7 +45,8 @@ internal sealed record TrainerState(string Method, string Objective, int Step, i
 
         try
         {
-            var json = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
+            // Lone surrogate escapes are refused here (JsonNode would throw InvalidOperationException when a value is read).
+            var json = TrainedWeightsFolder.ParseConfig(path) as JsonObject
                 ?? throw new InvalidDataException($"'{path}' does not hold a JSON object.");
             string Text(string name) => json[name] is JsonValue value && value.TryGetValue<string>(out var text)
                 ? text

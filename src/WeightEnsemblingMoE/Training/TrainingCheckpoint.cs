@@ -1,6 +1,7 @@
 using System.Text;
 using TorchSharp;
 using TorchSharp.Modules;
+using WeightEnsembling.Models;
 using WeightEnsembling.SafeTensors;
 using static TorchSharp.torch;
 
@@ -34,7 +35,7 @@ internal static class TrainingCheckpoint
                 string name = parameters[i].Key;
                 tensors[ExpAvg + name] = states[i].exp_avg.detach().cpu().contiguous();
                 tensors[ExpAvgSq + name] = states[i].exp_avg_sq.detach().cpu().contiguous();
-                tensors[StepCount + name] = tensor(states[i].step, ScalarType.Int64);
+                tensors[StepCount + name] = tensor(states[i].step, ScalarType.Int64, device: CPU);
             }
 
             SafeTensorsWriter.Save(writer.PathFor(OptimizerFileName), tensors, new Dictionary<string, string>(StringComparer.Ordinal) { ["format"] = Format });
@@ -82,11 +83,17 @@ internal static class TrainingCheckpoint
                     throw new InvalidDataException($"'{path}' lacks optimizer tensor '{key}': it was saved from another model.");
                 }
 
-                var loaded = file.Load(key);
+                var loaded = TrainedWeightsFolder.LoadTensor(file, key, path);
                 if (!loaded.shape.SequenceEqual(parameter.shape))
                 {
                     throw new InvalidDataException(
                         $"'{path}': optimizer tensor '{key}' has shape [{string.Join(", ", loaded.shape)}], expected [{string.Join(", ", parameter.shape)}].");
+                }
+
+                // A NaN or Inf moment would turn every parameter it updates into NaN at the next step.
+                if (loaded.is_floating_point() && !loaded.isfinite().all().item<bool>())
+                {
+                    throw new InvalidDataException($"'{path}': optimizer tensor '{key}' contains NaN or Inf.");
                 }
 
                 return loaded;
@@ -101,7 +108,7 @@ internal static class TrainingCheckpoint
                 throw new InvalidDataException($"'{path}' lacks optimizer tensor '{stepKey}'.");
             }
 
-            var stepTensor = file.Load(stepKey);
+            var stepTensor = TrainedWeightsFolder.LoadTensor(file, stepKey, path);
             if (stepTensor.dtype != ScalarType.Int64 || stepTensor.numel() != 1 || stepTensor.item<long>() < 0)
             {
                 throw new InvalidDataException($"'{path}': optimizer tensor '{stepKey}' must be one non-negative int64.");

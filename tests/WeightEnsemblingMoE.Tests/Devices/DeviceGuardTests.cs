@@ -4,7 +4,9 @@ using WeightEnsembling.Clip;
 using WeightEnsembling.Evaluation;
 using WeightEnsembling.Merging;
 using WeightEnsembling.Tasks;
+using WeightEnsembling.Pareto;
 using WeightEnsembling.Tests.Clip;
+using WeightEnsembling.Tests.SafeTensors;
 using WeightEnsembling.Tests.Training;
 using WeightEnsembling.Text;
 using WeightEnsembling.Training;
@@ -27,7 +29,9 @@ namespace WeightEnsembling.Tests.Devices;
 /// patch convolution, which has no meta kernel (so batches did reach the model's device). A forgotten move would fail
 /// earlier with a device-mismatch error instead.</item>
 /// </list>
-/// The training loop (EntropyTrainer, ParetoTrainer) is not covered here: its owner wires in DeviceOf.
+/// The training loop (<see cref="AdaptationTrainer"/>) is covered both ways: entropy (with a checkpoint saved and resumed)
+/// and Pareto (linear scalarization and EPO, whose gradient Gram matrix is built on the parameters' device) under a meta
+/// default, and a meta model that the first step reaches with its heads and batches moved to meta.
 /// </summary>
 [TestFixture, NonParallelizable]
 public sealed class DeviceGuardTests
@@ -195,6 +199,91 @@ public sealed class DeviceGuardTests
         Assert.That(fisher!.Message, Does.Contain("convolution_overrideable"));
         Assert.That(regmean!.Message, Does.Contain("convolution_overrideable"));
         Assert.That(heads[0].parameters().All(p => p.device.type == DeviceType.META), Is.True, "Fisher moved task 0's head to the model's device");
+    }
+
+    [Test]
+    public void Trainer_EntropyObjectiveWithCheckpointAndResume_MakesNothingOnTheDefaultDevice()
+    {
+        using var fixture = new TrainingFixture();
+        using var folder = new TempFolder();
+        var tasks = Checked(fixture.Tasks, CPU);
+        using var model = fixture.Upscale();
+        var initial = TrainingFixture.Snapshot(model);
+
+        // Two steps with a checkpoint, then a run resumed from it for a third: the loop, the objective, the checkpoint's
+        // save and its load (weights, Adam moments, trainer state) all run.
+        Dictionary<string, Tensor> Run(string checkpoint)
+        {
+            Restore(model, initial);
+            var options = TrainingFixture.Options(2);
+            options.CheckpointFolder = checkpoint;
+            new AdaptationTrainer().Adapt(model, tasks, options);
+            options = TrainingFixture.Options(3);
+            options.CheckpointFolder = checkpoint;
+            options.ResumeFrom = checkpoint;
+            var result = new AdaptationTrainer().Adapt(model, tasks, options);
+            Assert.That(result.StartStep, Is.EqualTo(2));
+            return TrainingFixture.Snapshot(model);
+        }
+
+        var expected = Run(folder.File("cpu-default"));
+        int calls = tasks.Sum(t => ((DeviceCheckingHead)t.Head).Calls);
+        var actual = WithMetaDefault(() => Run(folder.File("meta-default")));
+
+        Assert.That(calls, Is.GreaterThan(0));
+        Assert.That(tasks.Sum(t => ((DeviceCheckingHead)t.Head).Calls), Is.EqualTo(2 * calls), "every batch went through the checking heads");
+        Assert.That(TrainingFixture.BitEqual(expected, actual), Is.True, "the same routers as with the default device left alone");
+        Assert.That(actual.Values.All(t => t.device.type == DeviceType.CPU), Is.True);
+    }
+
+    [TestCase(ParetoScalarization.LinearScalarization)]
+    [TestCase(ParetoScalarization.ExactParetoOptimal)]
+    public void Trainer_ParetoObjective_MakesNothingOnTheDefaultDevice(ParetoScalarization scalarization)
+    {
+        using var synthetic = new Pareto.SyntheticTasks(examples: 16);
+        var tasks = Checked(synthetic.Tasks, CPU);
+        using var model = synthetic.BuildPareto();
+        var initial = TrainingFixture.Snapshot(model);
+        var options = new AdaptationOptions { Objective = new ParetoObjective { Scalarization = scalarization }, Steps = 3, BatchSize = 8, LearningRate = 1e-2 };
+        Dictionary<string, Tensor> Run()
+        {
+            Restore(model, initial);
+            new AdaptationTrainer().Adapt(model, tasks, options);
+            return TrainingFixture.Snapshot(model);
+        }
+
+        var expected = Run();
+        int calls = tasks.Sum(t => ((DeviceCheckingHead)t.Head).Calls);
+        var actual = WithMetaDefault(Run);
+
+        Assert.That(tasks.Sum(t => ((DeviceCheckingHead)t.Head).Calls), Is.EqualTo(2 * calls), "every batch went through the checking heads");
+        Assert.That(TrainingFixture.BitEqual(expected, actual), Is.True, "the same routers as with the default device left alone");
+    }
+
+    [Test]
+    public void Trainer_MetaModel_MovesHeadsAndBatchesToTheModelsDeviceBeforeTheLossIsRead()
+    {
+        using var fixture = new TrainingFixture();
+        using var model = new MetaLinearModel(3 * 8 * 8, Upscaling.TinyClip.Config.ProjectionDim);
+        var tasks = Checked(fixture.Tasks, Meta);
+
+        var e = Assert.Throws<System.Runtime.InteropServices.ExternalException>(
+            () => new AdaptationTrainer().Adapt(model, tasks, TrainingFixture.Options(2)));
+
+        // The first task's batch went through the model and head on meta; only reading its entropy back fails there.
+        Assert.That(e!.Message, Does.Contain("no data"), "only reading the loss back may fail on meta");
+        Assert.That(model.Batches, Is.EqualTo(1));
+        Assert.That(((DeviceCheckingHead)tasks[0].Head).Calls, Is.EqualTo(1));
+        Assert.That(tasks.All(t => t.Head.parameters().All(p => p.device.type == DeviceType.META)), Is.True, "every head was moved to the model's device");
+    }
+
+    private static void Restore(IAdaptableModel model, IReadOnlyDictionary<string, Tensor> values)
+    {
+        using var noGrad = no_grad();
+        foreach (var (name, parameter) in model.NamedTrainableParameters())
+        {
+            parameter.copy_(values[name]);
+        }
     }
 
     private static void AssertSameTensors(IReadOnlyDictionary<string, Tensor> expected, IReadOnlyDictionary<string, Tensor> actual)

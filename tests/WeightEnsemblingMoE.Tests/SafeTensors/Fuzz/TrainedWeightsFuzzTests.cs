@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using WeightEnsembling.SafeTensors;
 using WeightEnsembling.Tests.SafeTensors.Reliability;
@@ -15,10 +16,11 @@ namespace WeightEnsembling.Tests.SafeTensors.Fuzz;
 
 /// <summary>
 /// A seeded mutation fuzzer over the saved trained weights (issue 18): router folders (<c>upscaled_model_config.json</c> +
-/// <c>weights-*.safetensors</c>), AdaMerging folders (<c>adamerging_config.json</c> + weights) and adaptation checkpoints.
+/// <c>weights-*.safetensors</c>), AdaMerging folders (<c>adamerging_config.json</c> + weights) and training checkpoint
+/// folders (the router folder + <c>optimizer.safetensors</c> + <c>trainer_state.json</c>).
 /// Each case starts from a real save and mutates its configuration JSON, its weights file (the configuration left as it
 /// was, or re-signed with the mutated file's name and SHA-256, as a buggy or hostile writer would), or, for a checkpoint,
-/// its header and metadata. The same knobs as <see cref="SafeTensorsFuzzTests"/>: <c>WEMOE_FUZZ_CASES</c> (N gives N/10
+/// its <c>trainer_state.json</c> or its <c>optimizer.safetensors</c> (unsigned: its values are what a load must give). The same knobs as <see cref="SafeTensorsFuzzTests"/>: <c>WEMOE_FUZZ_CASES</c> (N gives N/10
 /// cases per target), <c>WEMOE_FUZZ_SEED</c>, <c>WEMOE_FUZZ_DUMP</c> (keeps every case's files and outcome).
 /// </summary>
 /// <remarks>
@@ -386,6 +388,195 @@ public sealed class TrainedWeightsFuzzTests
         }, Seed + 11);
         DisposeAll(expected.Values);
         AssertOutcomes(outcomes);
+    }
+
+    [Test]
+    public void TrainingCheckpoint_MutatedTrainerStateOptimizerAndWeights_LoadsFileValuesOrRejectsCleanly()
+    {
+        var original = Path.Combine(_folder.Path, "checkpoint-original");
+        Dictionary<string, Tensor> expected;
+        using (var source = TrainingCheckpointState.Trained(_states, 1))
+        {
+            source.Save(original);
+            expected = source.Snapshot(TrainedWeightsStates.Step(1));
+        }
+
+        var files = Directory.GetFiles(original).ToDictionary(f => Path.GetFileName(f)!, File.ReadAllBytes, StringComparer.Ordinal);
+        var configText = Encoding.UTF8.GetString(files[UpscaledModelConfig.FileName]);
+        var weightsName = JsonNode.Parse(configText)!["weights_file"]!.GetValue<string>();
+        var stateText = Encoding.UTF8.GetString(files[TrainerState.FileName]);
+        using var target = TrainingCheckpointState.Fresh(_states);
+        var random = new Random(Seed + 12);
+        var outcomes = new Outcomes();
+        var clock = Stopwatch.StartNew();
+        var folder = Path.Combine(_folder.Path, "checkpoint-case");
+        for (var i = 0; i < Cases; i++)
+        {
+            if (Directory.Exists(folder))
+            {
+                Directory.Delete(folder, recursive: true);
+            }
+            Directory.CreateDirectory(folder);
+            var mutated = new Dictionary<string, byte[]>(files, StringComparer.Ordinal);
+            string what;
+            string? changedFile = null; // a safetensors file whose mutated values a successful load must give
+            var expectedStep = (long)TrainedWeightsStates.Step(1);
+            var kind = random.Next(10);
+            if (kind < 3)
+            {
+                var text = stateText;
+                for (var m = random.Next(1, 4); m > 0; m--)
+                {
+                    text = SafeTensorsFuzzTests.Mutate(text, random);
+                }
+                mutated[TrainerState.FileName] = Encoding.UTF8.GetBytes(text);
+                expectedStep = IndependentStep(mutated[TrainerState.FileName]);
+                what = $"trainer state: {Truncate(text)}";
+            }
+            else if (kind < 6)
+            {
+                (mutated[TrainingCheckpoint.OptimizerFileName], what) = MutateWeights(files[TrainingCheckpoint.OptimizerFileName], random);
+                changedFile = TrainingCheckpoint.OptimizerFileName;
+                what = $"optimizer: {what}";
+            }
+            else if (kind < 8)
+            {
+                var config = configText;
+                for (var m = random.Next(1, 4); m > 0; m--)
+                {
+                    config = SafeTensorsFuzzTests.Mutate(config, random);
+                }
+                mutated[UpscaledModelConfig.FileName] = Encoding.UTF8.GetBytes(config);
+                what = $"config: {Truncate(config)}";
+            }
+            else
+            {
+                (var weights, what) = MutateWeights(files[weightsName], random);
+                if (kind == 9)
+                {
+                    // Re-signed: the configuration names the mutated file by its own hash, as a writer would.
+                    var sha = Sha256(weights);
+                    var renamed = $"weights-{sha[..16]}.safetensors";
+                    var node = JsonNode.Parse(configText)!;
+                    node["weights_file"] = renamed;
+                    node["weights_sha256"] = sha;
+                    mutated.Remove(weightsName);
+                    mutated[renamed] = weights;
+                    mutated[UpscaledModelConfig.FileName] = Encoding.UTF8.GetBytes(node.ToJsonString());
+                    changedFile = renamed;
+                    what = $"re-signed weights: {what}";
+                }
+                else
+                {
+                    mutated[weightsName] = weights;
+                    what = $"weights: {what}";
+                }
+            }
+
+            foreach (var (name, bytes) in mutated)
+            {
+                File.WriteAllBytes(Path.Combine(folder, name), bytes);
+            }
+
+            target.Reset(7);
+            var before = outcomes.Counts.ToDictionary(p => p.Key, p => p.Value);
+            var describe = $"checkpoint case {i}: {what}";
+            Dictionary<string, Tensor> loaded;
+            try
+            {
+                loaded = target.Snapshot(target.Load(folder));
+            }
+            catch (Exception ex) when (ex is InvalidDataException or SafeTensorsFormatException or FileNotFoundException)
+            {
+                outcomes.Add(ex.Message.Contains(folder, StringComparison.Ordinal) ? "clean-rejection" : "unnamed-file",
+                    ex.Message.Contains(folder, StringComparison.Ordinal) ? null : $"{describe}; {ex.GetType().Name}: {ex.Message}");
+                loaded = null!;
+            }
+            catch (Exception ex)
+            {
+                outcomes.Add("foreign-exception", $"{describe}; {ex.GetType().Name}: {ex.Message}");
+                loaded = null!;
+            }
+
+            if (loaded is not null)
+            {
+                ClassifyCheckpointLoad(outcomes, describe, loaded, expected, expectedStep, changedFile is null ? null : (mutated[changedFile], Path.Combine(folder, changedFile)));
+                DisposeAll(loaded.Values);
+            }
+            DumpCase("checkpoint", i, folder, outcomes.Counts.First(p => before.GetValueOrDefault(p.Key) != p.Value).Key, what);
+        }
+        TestContext.Out.WriteLine($"checkpoint: {Cases} cases, seed {Seed + 12}, {clock.Elapsed.TotalSeconds:F1} s: {outcomes}");
+        DisposeAll(expected.Values);
+        AssertOutcomes(outcomes);
+    }
+
+    /// <summary>
+    /// The <c>step</c> of a trainer state file read with <see cref="JsonDocument"/> from its UTF-8 bytes (after a leading
+    /// byte-order mark, which RFC 8259 lets a reader ignore and <see cref="File.ReadAllText(string)"/> drops), or -1 when
+    /// it has none.
+    /// </summary>
+    private static long IndependentStep(byte[] file)
+    {
+        try
+        {
+            var bom = file.AsSpan().StartsWith(Encoding.UTF8.Preamble) ? 3 : 0;
+            using var document = JsonDocument.Parse(file.AsMemory(bom));
+            return document.RootElement.ValueKind == JsonValueKind.Object
+                && document.RootElement.TryGetProperty("step", out var step)
+                && step.ValueKind == JsonValueKind.Number
+                && step.TryGetInt32(out var value) ? value : -1;
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        {
+            // InvalidOperationException: a key holds a lone surrogate escape (System.Text.Json decodes keys on lookup).
+            return -1;
+        }
+    }
+
+    /// <summary>
+    /// A checkpoint load that succeeded must give the original snapshot, except for what the mutation changed: the step of
+    /// a mutated trainer state as it reads, the tensors of a mutated optimizer or re-signed weights file as the file holds
+    /// them (by the reference reader), all finite.
+    /// </summary>
+    private static void ClassifyCheckpointLoad(Outcomes outcomes, string describe, Dictionary<string, Tensor> loaded,
+        Dictionary<string, Tensor> original, long expectedStep, (byte[] Bytes, string Path)? changed)
+    {
+        if (loaded.Values.Any(t => t.is_floating_point() && !t.isfinite().all().item<bool>()))
+        {
+            outcomes.Add("accepted-non-finite", describe);
+            return;
+        }
+
+        var expected = new Dictionary<string, Tensor>(original, StringComparer.Ordinal);
+        using var step = tensor(expectedStep, ScalarType.Int64);
+        expected[TrainingCheckpointState.TrainerStepKey] = step;
+        Dictionary<string, Tensor>? fileTensors = null;
+        if (changed is { } file)
+        {
+            var verdict = ReferenceOracle.Check(file.Bytes);
+            if (!verdict.Accepted)
+            {
+                outcomes.Add("accepted-but-reference-rejects", $"{describe}; reference: {verdict.Reason}");
+                return;
+            }
+            fileTensors = FileTensors(file.Bytes, verdict, file.Path);
+            var optimizer = Path.GetFileName(file.Path) == TrainingCheckpoint.OptimizerFileName;
+            foreach (var key in expected.Keys.Where(k => optimizer ? k.StartsWith("exp_avg", StringComparison.Ordinal) || k.StartsWith("step.", StringComparison.Ordinal) : k.StartsWith("vision_model.", StringComparison.Ordinal)).ToList())
+            {
+                expected.Remove(key);
+            }
+            foreach (var (key, value) in fileTensors)
+            {
+                expected[key] = value;
+            }
+        }
+
+        var same = SameValues(loaded, expected);
+        outcomes.Add(same ? (SameValues(loaded, original) ? "accepted-equal" : "accepted-file-values") : "accepted-but-different", same ? null : describe);
+        if (fileTensors is not null)
+        {
+            DisposeAll(fileTensors.Values);
+        }
     }
 
     private static void AssertOutcomes(Outcomes outcomes)

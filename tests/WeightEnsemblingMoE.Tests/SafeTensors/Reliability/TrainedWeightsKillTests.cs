@@ -8,7 +8,7 @@ namespace WeightEnsembling.Tests.SafeTensors.Reliability;
 
 /// <summary>
 /// Kill tests of the trained-weights writers (issue 18): a child process (<see cref="HelperProgram"/>, mode
-/// <c>routers</c>, <c>adamerging</c> or <c>adaptation</c>) saves two states of <see cref="TrainedWeightsStates"/>
+/// <c>routers</c>, <c>adamerging</c> or <c>checkpoint</c>) saves two states of <see cref="TrainedWeightsStates"/>
 /// alternately to one destination and is SIGKILLed at random moments. After each kill the destination must load as the
 /// whole of one state, bit for bit; after the next successful save nothing but that save's files may remain.
 /// </summary>
@@ -110,6 +110,57 @@ public sealed class TrainedWeightsKillTests
         AssertOnlyOneSave(folder, AdaMergingModel.ConfigFileName);
         Dispose(expected);
     }
+
+    [Test]
+    public void TrainingCheckpointSave_KilledAtRandomMoments_LoadsAsWholeOldOrWholeNewCheckpoint()
+    {
+        var folder = Path.Combine(_folder.Path, "checkpoint");
+        var expected = new Dictionary<string, Tensor>[2];
+        for (var i = 0; i < 2; i++)
+        {
+            using var state = TrainingCheckpointState.Trained(_states, i);
+            expected[i] = state.Snapshot(TrainedWeightsStates.Step(i));
+        }
+        Assert.That(SameTensors(expected[0], expected[1]), Is.False);
+
+        var random = new Random(1803);
+        var seen = new HashSet<int>();
+        for (var round = 0; round < Kills; round++)
+        {
+            AtomicSaveKillTests.RunAndKill("checkpoint", folder, random);
+
+            // A fresh model and Adam each round, so that nothing of an earlier round's load can pass for this one.
+            using var target = TrainingCheckpointState.Fresh(_states);
+            var step = target.Load(folder);
+            var loaded = target.Snapshot(step);
+            var which = Array.FindIndex(expected, e => SameTensors(loaded, e));
+            var sameRouters = Array.FindIndex(expected, e => SameTensors(Routers(loaded), Routers(e)));
+            Dispose(loaded.Values);
+            Assert.That(which, Is.GreaterThanOrEqualTo(0),
+                $"round {round}: routers, Adam moments and steps and the trainer's step are not all of one save (routers of state {sameRouters}, trainer step {step})");
+            seen.Add(which);
+        }
+
+        TestContext.Out.WriteLine($"states seen after {Kills} kills: {string.Join(", ", seen)}");
+        using (var last = TrainingCheckpointState.Trained(_states, 1))
+        {
+            last.Save(folder);
+        }
+
+        Assert.That(Directory.GetFileSystemEntries(_folder.Path).Select(Path.GetFileName), Is.EqualTo(new[] { "checkpoint" }),
+            "no staging or parked folder beside the checkpoint after a successful save");
+        var weightsFile = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, UpscaledModelConfig.FileName)))!["weights_file"]!.GetValue<string>();
+        Assert.That(Directory.GetFileSystemEntries(folder).Select(Path.GetFileName).Order(StringComparer.Ordinal),
+            Is.EqualTo(new[] { UpscaledModelConfig.FileName, weightsFile, TrainingCheckpoint.OptimizerFileName, TrainerState.FileName }.Order(StringComparer.Ordinal)),
+            "the checkpoint holds its four files and no temporary file of the killed saves");
+        foreach (var state in expected)
+        {
+            Dispose(state.Values);
+        }
+    }
+
+    private static Dictionary<string, Tensor> Routers(Dictionary<string, Tensor> snapshot) =>
+        snapshot.Where(p => p.Key.StartsWith("vision_model.", StringComparison.Ordinal)).ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
 
     private Dictionary<string, Tensor> RouterState(int which)
     {

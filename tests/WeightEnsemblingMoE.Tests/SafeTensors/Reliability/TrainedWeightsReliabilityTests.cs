@@ -11,7 +11,7 @@ namespace WeightEnsembling.Tests.SafeTensors.Reliability;
 /// <summary>
 /// Minimal reproducers of what the kill and fuzz tests of the trained-weights writers found (issue 18): leftovers of
 /// killed saves that the next save did not remove, a lone surrogate in a configuration, a dtype TorchSharp lacks in a
-/// weights file, NaN in an adaptation checkpoint.
+/// weights file, NaN in a training checkpoint's routers or Adam moments.
 /// </summary>
 [TestFixture, NonParallelizable]
 public sealed class TrainedWeightsReliabilityTests
@@ -51,6 +51,134 @@ public sealed class TrainedWeightsReliabilityTests
 
         model.SavePretrained(folder);
         Assert.That(Directory.GetFiles(folder).Select(Path.GetFileName).Where(n => n!.StartsWith('.')), Is.Empty);
+    }
+
+    [Test]
+    public void TrainingCheckpointSave_AfterKilledSaves_RemovesTheirStagingFolders()
+    {
+        var folder = _folder.File("checkpoint");
+        using var first = TrainingCheckpointState.Trained(_states, 0);
+        first.Save(folder);
+
+        // What killed saves into this checkpoint leave (AtomicFolderWriter's staging folder, half written, and an old
+        // folder parked by the two-rename fallback) and what killed saves into another folder leave.
+        var ours = new[] { $".checkpoint.wemoe-staging-{Guid32()}", $".checkpoint.wemoe-old-{Guid32()}" };
+        var theirs = new[] { $".other.wemoe-staging-{Guid32()}", $".other.wemoe-old-{Guid32()}" };
+        foreach (var leftover in ours.Concat(theirs))
+        {
+            Directory.CreateDirectory(_folder.File(leftover));
+            File.WriteAllBytes(Path.Combine(_folder.File(leftover), TrainingCheckpoint.OptimizerFileName), [1, 2, 3]);
+        }
+
+        using var second = TrainingCheckpointState.Trained(_states, 1);
+        second.Save(folder);
+
+        Assert.That(ours.Where(l => Path.Exists(_folder.File(l))), Is.Empty, "the leftovers of killed saves of this checkpoint are removed");
+        Assert.That(theirs.Where(l => Directory.Exists(_folder.File(l))), Is.EqualTo(theirs), "another target's leftovers are not ours to remove");
+        Assert.That(Directory.GetFileSystemEntries(_folder.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal),
+            Is.EqualTo(theirs.Append("checkpoint").Order(StringComparer.Ordinal)));
+        using var target = TrainingCheckpointState.Fresh(_states);
+        Assert.That(target.Load(folder), Is.EqualTo(TrainedWeightsStates.Step(1)), "the checkpoint is the second save");
+    }
+
+    [TestCase("router", float.NaN)]
+    [TestCase("router", float.PositiveInfinity)]
+    [TestCase("exp_avg", float.NaN)]
+    [TestCase("exp_avg_sq", float.PositiveInfinity)]
+    public void TrainingCheckpointLoad_NonFiniteRouterOrMoment_ThrowsNamingFileAndTensor(string where, float value)
+    {
+        var folder = _folder.File("checkpoint");
+        using (var saved = TrainingCheckpointState.Trained(_states, 1))
+        {
+            saved.Save(folder);
+        }
+
+        string path;
+        string victim;
+        if (where == "router")
+        {
+            // The weights file is signed by the configuration: re-sign the poisoned file, as a buggy writer would.
+            var configPath = Path.Combine(folder, UpscaledModelConfig.FileName);
+            var config = JsonNode.Parse(File.ReadAllText(configPath))!;
+            var weightsPath = Path.Combine(folder, config["weights_file"]!.GetValue<string>());
+            victim = Poison(weightsPath, n => true, value);
+            var bytes = File.ReadAllBytes(weightsPath);
+            File.Delete(weightsPath);
+            var sha = Convert.ToHexStringLower(SHA256.HashData(bytes));
+            path = Path.Combine(folder, $"weights-{sha[..16]}.safetensors");
+            File.WriteAllBytes(path, bytes);
+            config["weights_file"] = Path.GetFileName(path);
+            config["weights_sha256"] = sha;
+            File.WriteAllText(configPath, config.ToJsonString());
+        }
+        else
+        {
+            path = Path.Combine(folder, TrainingCheckpoint.OptimizerFileName);
+            victim = Poison(path, n => n.StartsWith(where + ".", StringComparison.Ordinal), value);
+        }
+
+        using var target = TrainingCheckpointState.Trained(_states, 0);
+        var before = target.Snapshot(0);
+        // Before the fix a NaN moment loaded, and the next Adam step turned the router it updates into NaN.
+        var e = Assert.Throws<InvalidDataException>(() => target.Load(folder));
+        Assert.That(e!.Message, Does.Contain(path).And.Contain(victim).And.Contain("NaN or Inf"));
+        var after = target.Snapshot(0);
+        Assert.That(before.All(p => Upscaling.TinyClip.BitEqual(after[p.Key], p.Value)), Is.True, "the model and the optimizer are unchanged");
+        foreach (var t in before.Values.Concat(after.Values))
+        {
+            t.Dispose();
+        }
+    }
+
+    [Test]
+    public void TrainingCheckpointLoad_LoneSurrogateInTrainerState_ThrowsInvalidDataExceptionNamingFile()
+    {
+        var folder = _folder.File("checkpoint");
+        using var state = TrainingCheckpointState.Trained(_states, 0);
+        state.Save(folder);
+        var path = Path.Combine(folder, TrainerState.FileName);
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"WEMoE\"", "\"WEMoE\\ud800\"", StringComparison.Ordinal));
+        // Found by the checkpoint fuzz target; before the fix: InvalidOperationException "Cannot read invalid UTF-16 JSON text as string".
+        var e = Assert.Throws<InvalidDataException>(() => state.Load(folder));
+        Assert.That(e!.Message, Does.Contain(path).And.Contain("surrogate"));
+    }
+
+    [Test]
+    public void TrainingCheckpointLoad_MomentOfDTypeTorchSharpLacks_ThrowsInvalidDataExceptionNamingFile()
+    {
+        var folder = _folder.File("checkpoint");
+        using var state = TrainingCheckpointState.Trained(_states, 0);
+        state.Save(folder);
+        var path = Path.Combine(folder, TrainingCheckpoint.OptimizerFileName);
+        var bytes = File.ReadAllBytes(path);
+        var at = System.Text.Encoding.ASCII.GetString(bytes).IndexOf("\"F32\"", StringComparison.Ordinal);
+        System.Text.Encoding.ASCII.GetBytes("\"U32\"").CopyTo(bytes, at);
+        File.WriteAllBytes(path, bytes);
+        // Before the fix: NotSupportedException from SafeTensorsFile.Load.
+        var e = Assert.Throws<InvalidDataException>(() => state.Load(folder));
+        Assert.That(e!.Message, Does.Contain(path).And.Contain("U32"));
+    }
+
+    /// <summary>Rewrites a safetensors file with the first element of the last tensor <paramref name="pick"/> accepts set to <paramref name="value"/>.</summary>
+    private static string Poison(string path, Func<string, bool> pick, float value)
+    {
+        Dictionary<string, Tensor> tensors;
+        Dictionary<string, string> metadata;
+        using (var file = SafeTensorsFile.Open(path))
+        {
+            tensors = file.Names.ToDictionary(n => n, file.Load, StringComparer.Ordinal);
+            metadata = file.Metadata.ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
+        }
+
+        var victim = tensors.Keys.Where(pick).Order(StringComparer.Ordinal).Last();
+        tensors[victim].view(-1)[0].fill_(value);
+        File.Delete(path);
+        SafeTensorsWriter.Save(path, tensors, metadata);
+        foreach (var t in tensors.Values)
+        {
+            t.Dispose();
+        }
+        return victim;
     }
 
     [TestCase("\"\\ud800\\u0041\": false")]

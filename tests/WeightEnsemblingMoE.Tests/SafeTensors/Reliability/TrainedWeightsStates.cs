@@ -10,8 +10,8 @@ using static TorchSharp.torch;
 namespace WeightEnsembling.Tests.SafeTensors.Reliability;
 
 /// <summary>
-/// Two known states of each trained-weights writer (router folder of an upscaled model, AdaMerging folder, adaptation
-/// checkpoint), built deterministically over one tiny pool, so that a child process saving them alternately and the
+/// Two known states of each trained-weights writer (router folder of an upscaled model, AdaMerging folder, training
+/// checkpoint folder, see <see cref="TrainingCheckpointState"/>), built deterministically over one tiny pool, so that a child process saving them alternately and the
 /// test reading what it left agree bit for bit on what either state holds.
 /// </summary>
 internal sealed class TrainedWeightsStates : IDisposable
@@ -45,7 +45,7 @@ internal sealed class TrainedWeightsStates : IDisposable
         return model;
     }
 
-    /// <summary>The adaptation checkpoint's two states: one architecture, other router values and another step.</summary>
+    /// <summary>The training checkpoint's two model states: one architecture, other router values.</summary>
     public UpscaledModel Adaptable(int which)
     {
         torch.manual_seed(200);
@@ -54,7 +54,7 @@ internal sealed class TrainedWeightsStates : IDisposable
         return model;
     }
 
-    /// <summary>The step recorded with adaptation state <paramref name="which"/>.</summary>
+    /// <summary>The trainer step recorded with training checkpoint state <paramref name="which"/>.</summary>
     public static int Step(int which) => 10 + which;
 
     private static void Perturb(IEnumerable<Parameter> parameters, int seed)
@@ -85,6 +85,12 @@ internal sealed class TrainedWeightsStates : IDisposable
             {
                 var models = new[] { states.AdaMerging(0), states.AdaMerging(1) };
                 save = i => models[i].SavePretrained(target);
+                break;
+            }
+            case "checkpoint":
+            {
+                var checkpoints = new[] { TrainingCheckpointState.Trained(states, 0), TrainingCheckpointState.Trained(states, 1) };
+                save = i => checkpoints[i].Save(target);
                 break;
             }
             default:
