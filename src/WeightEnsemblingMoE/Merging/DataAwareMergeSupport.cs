@@ -148,6 +148,22 @@ internal static class DataAwareMergeSupport
     }
 
     /// <summary>Checks that a dataset is given and not empty.</summary>
+    /// <summary>Checks a pool and its per-expert datasets: one non-empty dataset per expert, in the pool's order.</summary>
+    public static void CheckPoolAndData(Models.ModelPool modelPool, IReadOnlyList<TaskDataset> datasets)
+    {
+        ArgumentNullException.ThrowIfNull(modelPool);
+        ArgumentNullException.ThrowIfNull(datasets);
+        if (datasets.Count != modelPool.ExpertCount)
+        {
+            throw new ArgumentException($"{modelPool.ExpertCount} experts need {modelPool.ExpertCount} datasets; got {datasets.Count}.", nameof(datasets));
+        }
+
+        for (int t = 0; t < datasets.Count; t++)
+        {
+            CheckDataset(datasets[t], $"Dataset {t} (expert '{modelPool.ExpertNames[t]}')", nameof(datasets));
+        }
+    }
+
     public static void CheckDataset(TaskDataset? dataset, string label, string paramName)
     {
         if (dataset is null)

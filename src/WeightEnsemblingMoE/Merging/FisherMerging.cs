@@ -145,14 +145,8 @@ public static class FisherMerging
         CancellationToken cancellationToken = default,
         ILogger? logger = null)
     {
-        ArgumentNullException.ThrowIfNull(modelPool);
-        ArgumentNullException.ThrowIfNull(datasets);
+        DataAwareMergeSupport.CheckPoolAndData(modelPool, datasets);
         ArgumentNullException.ThrowIfNull(heads);
-        if (datasets.Count != modelPool.ExpertCount)
-        {
-            throw new ArgumentException($"{modelPool.ExpertCount} experts need {modelPool.ExpertCount} datasets; got {datasets.Count}.", nameof(datasets));
-        }
-
         options = CheckHeads(modelPool.ExpertCount, heads, datasets, options);
         return RunCore(modelPool.ExpertCount, t => (modelPool.LoadExpertModel(t), true), heads, datasets, options, progress, cancellationToken, logger, modelPool.BuildModel);
     }

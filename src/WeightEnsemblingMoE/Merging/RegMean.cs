@@ -142,18 +142,7 @@ public static class RegMean
         CancellationToken cancellationToken = default,
         ILogger? logger = null)
     {
-        ArgumentNullException.ThrowIfNull(modelPool);
-        ArgumentNullException.ThrowIfNull(datasets);
-        if (datasets.Count != modelPool.ExpertCount)
-        {
-            throw new ArgumentException($"{modelPool.ExpertCount} experts need {modelPool.ExpertCount} datasets; got {datasets.Count}.", nameof(datasets));
-        }
-
-        for (int t = 0; t < datasets.Count; t++)
-        {
-            DataAwareMergeSupport.CheckDataset(datasets[t], $"Dataset {t}", nameof(datasets));
-        }
-
+        DataAwareMergeSupport.CheckPoolAndData(modelPool, datasets);
         options ??= new RegMeanOptions();
         options.Validate();
         return RunCore(modelPool.ExpertCount, t => (modelPool.LoadExpertModel(t), true), datasets, options, progress, cancellationToken, logger, modelPool.BuildModel);
