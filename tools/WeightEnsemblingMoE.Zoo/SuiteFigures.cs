@@ -110,7 +110,7 @@ public static class SuiteFigures
         try
         {
             var landscape = LossLandscapes.Compute(c.Pretrained, c.Experts[a], c.Experts[b],
-                [(c.Heads[a], landscapeData[0]), (c.Heads[b], landscapeData[1])],
+                [ClassificationTask.Of(landscapeData[0], c.Heads[a]), ClassificationTask.Of(landscapeData[1], c.Heads[b])],
                 new LossLandscapeOptions { Resolution = s.Resolution, Minimum = -1, Maximum = 1, BatchSize = EvaluationBatch },
                 new Callback<LossLandscapePoint>(_ =>
                 {

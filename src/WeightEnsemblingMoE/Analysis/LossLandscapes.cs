@@ -24,7 +24,7 @@ public static class LossLandscapes
     /// <param name="pretrained">θ_0.</param>
     /// <param name="finetuned1">θ_1, whose task vector is the λ_1 axis.</param>
     /// <param name="finetuned2">θ_2, whose task vector is the λ_2 axis.</param>
-    /// <param name="tasks">Each task's classification head (applied to the model's image features) and labelled test data.</param>
+    /// <param name="tasks">The tasks: each one's labelled test data and classification head (applied to the model's image features).</param>
     /// <param name="options">The grid and batch size; <see langword="null"/> for the defaults.</param>
     /// <param name="progress">Receives each grid point when it is evaluated, or <see langword="null"/>.</param>
     /// <param name="cancellationToken">Cancels between batches.</param>
@@ -34,7 +34,7 @@ public static class LossLandscapes
         ClipVisionModel pretrained,
         ClipVisionModel finetuned1,
         ClipVisionModel finetuned2,
-        IReadOnlyList<(TaskHead Head, TaskDataset Dataset)> tasks,
+        IReadOnlyList<ClassificationTask> tasks,
         LossLandscapeOptions? options = null,
         IProgress<LossLandscapePoint>? progress = null,
         CancellationToken cancellationToken = default)
@@ -51,15 +51,15 @@ public static class LossLandscapes
         }
         for (int t = 0; t < tasks.Count; t++)
         {
-            if (tasks[t].Head is null || tasks[t].Dataset is null)
+            if (tasks[t] is null)
             {
-                throw new ArgumentException($"Task {t} has no head or no dataset.", nameof(tasks));
+                throw new ArgumentException($"Task {t} is null.", nameof(tasks));
             }
         }
-        var duplicate = tasks.GroupBy(t => t.Dataset.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1);
+        var duplicate = tasks.GroupBy(t => t.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null)
         {
-            throw new ArgumentException($"Task '{duplicate.Key}' appears {duplicate.Count()} times; give each dataset its own name.", nameof(tasks));
+            throw new ArgumentException($"Task '{duplicate.Key}' appears {duplicate.Count()} times; give each task its own name.", nameof(tasks));
         }
 
         var modelPool = ModelPool.FromModels(pretrained, [finetuned1, finetuned2], [nameof(finetuned1), nameof(finetuned2)]);
@@ -83,7 +83,7 @@ public static class LossLandscapes
                 }
 
                 var scores = tasks
-                    .Select(t => TaskEvaluator.Evaluate(images => t.Head.forward(model.GetImageFeatures(images)), t.Dataset, options.BatchSize, cancellationToken))
+                    .Select(t => TaskEvaluator.Evaluate(images => t.Head.forward(model.GetImageFeatures(images)), t.Data, options.BatchSize, cancellationToken))
                     .ToList();
                 var point = new LossLandscapePoint(lambda1, lambda2, scores);
                 progress?.Report(point);
@@ -91,14 +91,14 @@ public static class LossLandscapes
             }
         }
 
-        string Name(int t) => tasks.Count == 2 ? tasks[t].Dataset.Name : $"task {t + 1}";
+        string Name(int t) => tasks.Count == 2 ? tasks[t].Name : $"task {t + 1}";
         LandscapeMarker[] markers =
         [
             new(PretrainedLabel, 0, 0, 0),
             new($"fine-tuned ({Name(0)})", 1, 0, 0),
             new($"fine-tuned ({Name(1)})", 0, 1, 0),
         ];
-        return new LossLandscape(lambdas, lambdas, tasks.Select(t => t.Dataset.Name).ToList(), points, markers);
+        return new LossLandscape(lambdas, lambdas, tasks.Select(t => t.Name).ToList(), points, markers);
     }
 
     /// <summary>

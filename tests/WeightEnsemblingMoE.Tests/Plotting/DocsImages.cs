@@ -1,3 +1,4 @@
+using WeightEnsembling.Tasks;
 using WeightEnsembling.Analysis;
 using WeightEnsembling.Merging;
 using WeightEnsembling.Plotting;
@@ -37,7 +38,7 @@ public sealed class DocsImages
         using var head2 = PlotData.Head(22);
         using var data1 = PlotData.Data("alpha", 48, seed: 31, expert1, head1);
         using var data2 = PlotData.Data("beta", 48, seed: 32, expert2, head2);
-        var landscape = LossLandscapes.Compute(pretrained, expert1, expert2, [(head1, data1), (head2, data2)], new LossLandscapeOptions { Resolution = 21 });
+        var landscape = LossLandscapes.Compute(pretrained, expert1, expert2, [ClassificationTask.Of(data1, head1), ClassificationTask.Of(data2, head2)], new LossLandscapeOptions { Resolution = 21 });
 
         using var taskArithmetic = ModelMerging.TaskArithmetic(pretrained, [expert1, expert2], 0.3);
         using var ties = ModelMerging.Ties(pretrained, [expert1, expert2]);

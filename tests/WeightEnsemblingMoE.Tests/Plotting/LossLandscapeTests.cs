@@ -29,7 +29,7 @@ public sealed class LossLandscapeTests
         head2 = PlotData.Head(22);
         data1 = PlotData.Data("alpha", 12, seed: 31, expert1, head1);
         data2 = PlotData.Data("beta", 12, seed: 32, expert2, head2);
-        landscape = LossLandscapes.Compute(pretrained, expert1, expert2, [(head1, data1), (head2, data2)], new LossLandscapeOptions { Resolution = 3, BatchSize = 5 });
+        landscape = LossLandscapes.Compute(pretrained, expert1, expert2, [ClassificationTask.Of(data1, head1), ClassificationTask.Of(data2, head2)], new LossLandscapeOptions { Resolution = 3, BatchSize = 5 });
     }
 
     [OneTimeTearDown]
@@ -142,7 +142,7 @@ public sealed class LossLandscapeTests
     public void Compute_MismatchedModel_ThrowsNamingTensor()
     {
         using var other = TinyClip.Pretrained(seed: 3, TinyClip.Config with { IntermediateSize = 24 });
-        var ex = Assert.Throws<ArgumentException>(() => LossLandscapes.Compute(pretrained, other, expert2, [(head1, data1)], new LossLandscapeOptions { Resolution = 2 }));
+        var ex = Assert.Throws<ArgumentException>(() => LossLandscapes.Compute(pretrained, other, expert2, [ClassificationTask.Of(data1, head1)], new LossLandscapeOptions { Resolution = 2 }));
         Assert.That(ex!.Message, Does.Contain("fc1.weight").And.Contain("finetuned1"));
     }
 
