@@ -76,8 +76,7 @@ public abstract class UpscaledModelBase : IAdaptableModel, IDisposable
 
     /// <summary>The distinct trainable parameters (the routers'), each once even when the router is shared.</summary>
     /// <returns>The parameters, for an optimizer.</returns>
-    public IReadOnlyList<Parameter> TrainableParameters() =>
-        WeightEnsemblingLayer.DistinctTrainableParameters(layers.Select(l => (nn.Module)l.Layer));
+    public IReadOnlyList<Parameter> TrainableParameters() => NamedTrainableParameters().Select(p => p.Value).ToList();
 
     /// <summary>
     /// The distinct router parameters, each named by the first state-dict key it has (e.g.
