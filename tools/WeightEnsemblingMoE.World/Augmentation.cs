@@ -7,6 +7,9 @@ namespace WeightEnsembling.World;
 /// </summary>
 public sealed record Augmentation(byte[] Background, byte[] Foreground, double Scale, double OffsetX, double OffsetY)
 {
+    /// <summary>Whether the colours are the sources' own (<see cref="AugmentationOptions.NativeColours"/>): grey sets are then drawn white on black.</summary>
+    public bool NativeColours { get; init; }
+
     /// <summary>Draws the choices for one rendering from <paramref name="seed"/> (the same seed gives the same choices).</summary>
     public static Augmentation FromSeed(int seed, AugmentationOptions options)
     {
@@ -22,7 +25,9 @@ public sealed record Augmentation(byte[] Background, byte[] Foreground, double S
         double scale = options.MinScale + (random.NextDouble() * (options.MaxScale - options.MinScale));
         double dx = ((random.NextDouble() * 2) - 1) * options.MaxOffset;
         double dy = ((random.NextDouble() * 2) - 1) * options.MaxOffset;
-        return new Augmentation(background, foreground, scale, dx, dy);
+        return options.NativeColours
+            ? new Augmentation([255, 255, 255], [0, 0, 0], scale, dx, dy) { NativeColours = true }
+            : new Augmentation(background, foreground, scale, dx, dy);
     }
 
     /// <summary>The drawing's box in pixels for an image of <paramref name="size"/>: centred, scaled, then shifted.</summary>

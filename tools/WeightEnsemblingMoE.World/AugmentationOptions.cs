@@ -15,6 +15,14 @@ public sealed class AugmentationOptions
     /// <summary>The least luma difference (0–1) between foreground and background. The default value is 0.3.</summary>
     public double MinLumaContrast { get; set; } = 0.3;
 
+    /// <summary>
+    /// Whether every rendering keeps its source's native colours instead of random ones: icons and glyphs black on
+    /// white, grey sets (Fashion-MNIST, digits) white on black as published, emoji and flags in their own colours on
+    /// white. With random colours (the default value, <see langword="false"/>) colour tells no task apart; with native
+    /// colours the tasks differ in their image statistics as the papers' eight datasets do.
+    /// </summary>
+    public bool NativeColours { get; set; }
+
     public void Validate()
     {
         if (MinScale <= 0 || MaxScale < MinScale || MaxScale > 2)

@@ -35,6 +35,12 @@ public static class ImageRenderer
     {
         ArgumentNullException.ThrowIfNull(grey);
         ArgumentNullException.ThrowIfNull(augmentation);
+        if (augmentation.NativeColours)
+        {
+            // As published: white ink on black.
+            augmentation = augmentation with { Background = [0, 0, 0], Foreground = [255, 255, 255] };
+        }
+
         using var bitmap = new SKBitmap(new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Unpremul));
         var fg = augmentation.Foreground;
         var pixels = new byte[width * height * 4];

@@ -1,3 +1,5 @@
+using WeightEnsembling.Moe;
+
 namespace WeightEnsembling.Experiments;
 
 /// <summary>Options of <see cref="MergingBenchmark"/>.</summary>
@@ -36,6 +38,31 @@ public sealed class MergingBenchmarkOptions
     /// <summary>Examples per task for Fisher merging and RegMean. The default value is 256.</summary>
     public int DataAwareExamples { get; set; } = 256;
 
+    /// <summary>
+    /// The routing WEMoE's routers train with: <see cref="RoutingMode.BatchReduce"/> (FusionBench's recipe, the default
+    /// value) or <see cref="RoutingMode.PerSample"/> (the original repository's). Evaluation always routes per sample.
+    /// </summary>
+    public RoutingMode WemoeTrainingRouting { get; set; } = RoutingMode.BatchReduce;
+
+    /// <summary>
+    /// The length of WEMoE's cosine learning-rate schedule in steps, or <see langword="null"/> for a constant learning
+    /// rate (FusionBench's recipe, the default value). The original repository anneals over 1,000 steps.
+    /// </summary>
+    public int? WemoeCosineSteps { get; set; }
+
+    /// <summary>
+    /// Whether the WEMoE heads read the pre-trained model's <c>visual_projection</c> (FusionBench) rather than the
+    /// task-arithmetic-merged one (the original repository). The default value is <see langword="false"/>.
+    /// </summary>
+    public bool WemoePretrainedProjection { get; set; }
+
+    /// <summary>
+    /// λ of WEMoE's task-arithmetic start (the non-MLP weights, and the routers' initial output), or
+    /// <see langword="null"/> for the papers' 0.3 (the default value). <see cref="MergingBenchmark.TaskArithmeticLambda"/>
+    /// gives the λ validation picks for task arithmetic, to start WEMoE on equal footing.
+    /// </summary>
+    public double? WemoeInitLambda { get; set; }
+
     /// <summary>The seed of every random choice. The default value is 0.</summary>
     public int Seed { get; set; }
 
@@ -57,6 +84,16 @@ public sealed class MergingBenchmarkOptions
         if (LambdaGrid is null || LambdaGrid.Count == 0 || LambdaGrid.Any(l => !double.IsFinite(l)))
         {
             throw new ArgumentException($"{nameof(LambdaGrid)} must hold finite values.", nameof(LambdaGrid));
+        }
+
+        if (WemoeCosineSteps is < 1)
+        {
+            throw new ArgumentException($"{nameof(WemoeCosineSteps)} must be positive when set; got {WemoeCosineSteps}.", nameof(WemoeCosineSteps));
+        }
+
+        if (WemoeInitLambda is { } lambda && !double.IsFinite(lambda))
+        {
+            throw new ArgumentException($"{nameof(WemoeInitLambda)} must be finite; got {lambda}.", nameof(WemoeInitLambda));
         }
 
         if (!(WemoeLearningRate > 0) || !(AdaMergingLearningRate > 0))

@@ -3,6 +3,7 @@ using System.Globalization;
 using WeightEnsembling.Clip;
 using WeightEnsembling.Evaluation;
 using WeightEnsembling.Merging;
+using WeightEnsembling.Moe;
 using WeightEnsembling.Models;
 using WeightEnsembling.Pareto;
 using WeightEnsembling.TaskVectors;
@@ -111,7 +112,13 @@ public static class MergingBenchmark
             case MergingMethod.EWemoe:
             case MergingMethod.LowRankWemoe:
             {
-                var upscaler = ModelUpscaler.For(pretrained).WithExperts(experts).WithSeed(options.Seed);
+                var upscaler = ModelUpscaler.For(pretrained).WithExperts(experts).WithSeed(options.Seed)
+                    .WithPretrainedProjection(options.WemoePretrainedProjection);
+                if (options.WemoeInitLambda is { } initLambda)
+                {
+                    upscaler = upscaler.WithInitLambda(initLambda);
+                }
+
                 upscaler = method switch
                 {
                     MergingMethod.WemoeZeroLayer => upscaler.WithRouterDepth(0),
@@ -121,9 +128,19 @@ public static class MergingBenchmark
                     _ => upscaler,
                 };
                 using var upscaled = upscaler.Build();
-                new AdaptationTrainer().Adapt(upscaled, test, Adaptation(options, options.WemoeLearningRate), cancellationToken: ct);
+                upscaled.TrainingRoutingMode = options.WemoeTrainingRouting;
+                var adaptation = Adaptation(options, options.WemoeLearningRate);
+                if (options.WemoeCosineSteps is { } cosine)
+                {
+                    adaptation.CosineSchedule = true;
+                    adaptation.CosineSteps = cosine;
+                }
+
+                new AdaptationTrainer().Adapt(upscaled, test, adaptation, cancellationToken: ct);
                 var report = ModelEvaluator.Evaluate(name, upscaled, test, options.EvaluationBatchSize, cancellationToken: ct);
-                return (report, upscaled.CountParameters(), $"{options.AdaptationSteps} steps, lr {options.WemoeLearningRate}");
+                string recipe = string.Create(CultureInfo.InvariantCulture,
+                    $"{options.AdaptationSteps} steps, lr {options.WemoeLearningRate}{(options.WemoeCosineSteps is { } c ? $" cosine over {c}" : "")}, {(options.WemoeTrainingRouting == RoutingMode.PerSample ? "per-sample" : "batch-reduced")} routing in training, λ0 = {options.WemoeInitLambda ?? 0.3}{(options.WemoePretrainedProjection ? ", pre-trained projection" : "")}");
+                return (report, upscaled.CountParameters(), recipe);
             }
 
             case MergingMethod.PwemoeUniform:
@@ -161,9 +178,38 @@ public static class MergingBenchmark
         }
     }
 
+    /// <summary>
+    /// The λ of the grid whose task-arithmetic merge has the best average validation accuracy (the first on ties), and
+    /// that accuracy (0–1).
+    /// </summary>
+    /// <param name="pretrained">θ_0.</param>
+    /// <param name="experts">The experts, in task order.</param>
+    /// <param name="tasks">The tasks (their validation splits and heads are used).</param>
+    /// <param name="options">The options (λ grid, evaluation batch size); <see langword="null"/> for the defaults.</param>
+    /// <param name="cancellationToken">Cancels between evaluations.</param>
+    /// <returns>The chosen λ and its validation accuracy.</returns>
+    public static (double Lambda, double ValidationAccuracy) TaskArithmeticLambda(
+        ClipVisionModel pretrained, IReadOnlyList<ClipVisionModel> experts, IReadOnlyList<BenchmarkTask> tasks,
+        MergingBenchmarkOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(pretrained);
+        ArgumentNullException.ThrowIfNull(experts);
+        ArgumentNullException.ThrowIfNull(tasks);
+        options ??= new MergingBenchmarkOptions();
+        options.Validate();
+        return ChooseLambda("Task arithmetic", l => ModelMerging.TaskArithmetic(pretrained, experts, l), tasks, options, cancellationToken);
+    }
+
     // λ chosen by average validation accuracy, as the papers do; the chosen model is then evaluated on test.
     private static (EvaluationReport, ParameterCount?, string) SearchLambda(
         string name, Func<double, ClipVisionModel> merge, IReadOnlyList<BenchmarkTask> tasks, IReadOnlyList<ClassificationTask> test, MergingBenchmarkOptions options, CancellationToken ct)
+    {
+        var (best, bestAccuracy) = ChooseLambda(name, merge, tasks, options, ct);
+        return Plain(name, merge(best), test, options, ct, string.Create(CultureInfo.InvariantCulture, $"λ = {best} (validation {bestAccuracy * 100:F1}%)"));
+    }
+
+    private static (double Lambda, double ValidationAccuracy) ChooseLambda(
+        string name, Func<double, ClipVisionModel> merge, IReadOnlyList<BenchmarkTask> tasks, MergingBenchmarkOptions options, CancellationToken ct)
     {
         var validation = tasks.Select(t => new ClassificationTask(t.Name, t.Validation, t.Head)).ToList();
         double best = options.LambdaGrid[0];
@@ -178,7 +224,7 @@ public static class MergingBenchmark
             }
         }
 
-        return Plain(name, merge(best), test, options, ct, string.Create(CultureInfo.InvariantCulture, $"λ = {best} (validation {bestAccuracy * 100:F1}%)"));
+        return (best, bestAccuracy);
     }
 
     /// <summary>The row label of a method, as in the papers' tables.</summary>
