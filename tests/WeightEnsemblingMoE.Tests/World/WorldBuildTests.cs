@@ -176,5 +176,49 @@ public sealed class WorldBuildTests
         Assert.That(again.Built, Is.EqualTo(new[] { "data", "tokenizer", "pretrained", "zoo" }));
     }
 
+    [Test]
+    public void Premises_AreMeasuredOnTheBuiltWorldAndWrittenAsJson()
+    {
+        using var zoo = WorldZoo.Open(_config, _output);
+        var options = new WeightEnsembling.Experiments.MergingBenchmarkOptions { LambdaGrid = [0.3, 1.0] };
+
+        var report = WorldPremises.Measure(zoo, options, _ => { });
+
+        Assert.That(report.Premises.Select(p => p.Premise), Is.EqualTo(new[] { "P1a", "P1b", "P2a", "P2b", "P3", "P4" }));
+        Assert.That(report.Tasks, Is.EqualTo(_config.Tasks.Select(t => t.Name)));
+        Assert.That(report.ProbeAccuracy, Has.Count.EqualTo(zoo.Pretrained.Layers.Count));
+        Assert.That(report.TaskArithmeticLambda, Is.AnyOf(0.3, 1.0));
+        // The zero-shot and expert figures are the zoo stage's own (same model, heads and test split).
+        Assert.That(report.ZeroShot.Average(), Is.EqualTo(_summary.ZeroShotAverage).Within(1e-6));
+        Assert.That(report.Individual.Average(), Is.EqualTo(_summary.ExpertAverage).Within(1e-6));
+        using var json = JsonDocument.Parse(report.ToJson());
+        Assert.That(json.RootElement.GetProperty("premises").GetArrayLength(), Is.EqualTo(6));
+        Assert.That(report.ToMarkdown(), Does.Contain("| P4 |"));
+    }
+
+    [Test]
+    public void Probe_SeparatesTasksWhoseImagesDifferAndNotIdenticalOnes()
+    {
+        using var zoo = WorldZoo.Open(_config, _output);
+        var head = zoo.Tasks[0].Head;
+        using var dark = TorchSharp.torch.full(40, 3, 16, 16, -1.5f);
+        using var light = TorchSharp.torch.full(40, 3, 16, 16, 1.5f);
+        using var labels = TorchSharp.torch.zeros(40, TorchSharp.torch.ScalarType.Int64);
+        var darkSet = new WeightEnsembling.Tasks.InMemoryTaskDataset("dark", dark, labels, 2);
+        var lightSet = new WeightEnsembling.Tasks.InMemoryTaskDataset("light", light, labels, 2);
+        var otherDark = new WeightEnsembling.Tasks.InMemoryTaskDataset("dark too", dark, labels, 2);
+        var different = new[] { new WeightEnsembling.Experiments.BenchmarkTask("a", darkSet, darkSet, head), new("b", lightSet, lightSet, head) };
+        var same = new[] { new WeightEnsembling.Experiments.BenchmarkTask("a", darkSet, darkSet, head), new("b", otherDark, otherDark, head) };
+
+        var separated = WorldPremises.ProbeLayers(zoo.Pretrained, different, 16);
+        var confused = WorldPremises.ProbeLayers(zoo.Pretrained, same, 16);
+
+        Assert.That(separated, Has.All.EqualTo(100.0));
+        Assert.That(confused, Has.All.LessThanOrEqualTo(50.0));
+        darkSet.Dispose();
+        lightSet.Dispose();
+        otherDark.Dispose();
+    }
+
     private static string HashOf(string png) => Disjointness.Hash(ImageDecoder.Default.Decode(png));
 }
