@@ -22,7 +22,8 @@ public class FlopRateBenchmarks
     [ParamsSource(nameof(TaskBatchCounts))]
     public int TaskBatches { get; set; }
 
-    public static IEnumerable<int> TaskBatchCounts => TtaStepBenchmarks.TaskBatchCounts;
+    /// <summary>Quick mode: 1 task batch (the rates do not depend on it); full: <see cref="VitB32.Experts"/>, as <see cref="TtaStepBenchmarks"/>.</summary>
+    public static IEnumerable<int> TaskBatchCounts => BenchmarkSettings.Quick ? [1] : [VitB32.Experts];
 
     /// <summary>The FLOPs of one call of the benchmark method <paramref name="method"/>.</summary>
     public static double Flops(string method, int taskBatches) => method switch
