@@ -68,6 +68,12 @@ internal static class FlopProfileHarness
                 p = attention.GetLinearLayer("k_proj").forward(h);
                 return attention.GetLinearLayer("v_proj").forward(h);
             }),
+            ("q, k, v as one linear (candidate, not adopted)", 3 * projection, () =>
+            {
+                var weight = torch.cat([attention.GetLinearLayer("q_proj").weight!, attention.GetLinearLayer("k_proj").weight!, attention.GetLinearLayer("v_proj").weight!]);
+                var bias = torch.cat([attention.GetLinearLayer("q_proj").bias!, attention.GetLinearLayer("k_proj").bias!, attention.GetLinearLayer("v_proj").bias!]);
+                return nn.functional.linear(h, weight, bias);
+            }),
             ("attention core, eager (old)", core, () => EagerCore(q, k, v, scale)),
             ("attention core, scaled_dot_product_attention", core, () =>
                 nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, D)),
@@ -75,7 +81,8 @@ internal static class FlopProfileHarness
             ("residual add", 0, () => x + context),
             ("fc1", fc, () => mlp.GetLinearLayer("fc1").forward(x)),
             ("quick_gelu x·σ(1.702x) (old, 3 ops)", 0, () => hidden * torch.sigmoid(hidden * 1.702)),
-            ("quick_gelu silu(1.702x)/1.702 (2 ops + in place)", 0, () => nn.functional.silu(hidden * 1.702).div_(1.702)),
+            ("quick_gelu, library (one temporary, same bits)", 0, () => ClipMlp.QuickGelu(hidden)),
+            ("quick_gelu silu(1.702x)/1.702 (not adopted: other bits)", 0, () => nn.functional.silu(hidden * 1.702).div_(1.702)),
             ("fc2", fc, () => mlp.GetLinearLayer("fc2").forward(hidden)),
             ("whole layer, eager formulas (old)", 4 * projection + core + 2 * fc, () => OldLayer(layer, x)),
             ("whole layer, library (new)", 4 * projection + core + 2 * fc, () => layer.forward(x)),
