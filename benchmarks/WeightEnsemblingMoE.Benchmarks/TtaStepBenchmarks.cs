@@ -1,10 +1,5 @@
 using BenchmarkDotNet.Attributes;
-using TorchSharp;
 using WeightEnsembling.Clip;
-using WeightEnsembling.Moe;
-using WeightEnsembling.Tasks;
-using WeightEnsembling.Upscaling;
-using static TorchSharp.torch;
 
 namespace WeightEnsembling.Benchmarks;
 
@@ -15,11 +10,8 @@ namespace WeightEnsembling.Benchmarks;
 /// </summary>
 public class TtaStepBenchmarks
 {
-    private const int BatchSize = 16, Classes = 10;
     private ClipVisionModel dense = null!;
-    private UpscaledModel upscaled = null!;
-    private optim.Optimizer adam = null!;
-    private Tensor[] batches = null!, heads = null!;
+    private AdaptationStep step = null!;
 
     [ParamsSource(nameof(TaskBatchCounts))]
     public int TaskBatches { get; set; }
@@ -32,47 +24,23 @@ public class TtaStepBenchmarks
         BenchmarkSettings.SetThreads();
         dense = VitB32.Dense();
         dense.train();
-        upscaled = VitB32.SharedUpscaled();
-        upscaled.Model.train();
-        upscaled.RoutingMode = RoutingMode.BatchReduce;
-        adam = optim.Adam(upscaled.TrainableParameters(), lr: 1e-4);
-        torch.manual_seed(3);
-        batches = Enumerable.Range(0, TaskBatches).Select(_ => randn(BatchSize, 3, 224, 224)).ToArray();
-        heads = Enumerable.Range(0, TaskBatches).Select(_ => randn(512, Classes) * 0.05).ToArray();
+        step = new AdaptationStep(TaskBatches);
     }
 
     [Benchmark(Baseline = true, Description = "dense ViT-B/32 forward + backward")]
     public void DenseForwardBackward()
     {
         dense.zero_grad();
-        Step(dense);
+        step.ForwardBackward(dense);
     }
 
     [Benchmark(Description = "WEMoE TTA step (batch-reduce, entropy, backward, Adam)")]
-    public void TtaStep()
-    {
-        adam.zero_grad();
-        Step(upscaled.Model);
-        adam.step();
-    }
-
-    private void Step(ClipVisionModel model)
-    {
-        using var scope = NewDisposeScope();
-        Tensor? loss = null;
-        for (int t = 0; t < TaskBatches; t++)
-        {
-            var entropy = EntropyLoss.Compute(model.GetImageFeatures(batches[t]).matmul(heads[t]));
-            loss = loss is null ? entropy : loss + entropy;
-        }
-
-        loss!.backward();
-    }
+    public void TtaStep() => step.Run();
 
     [GlobalCleanup]
     public void Cleanup()
     {
-        adam.Dispose();
+        step.Dispose();
         dense.Dispose();
     }
 }

@@ -11,6 +11,13 @@ namespace WeightEnsembling.Clip;
 /// in the input dtype. The vision tower runs it without a mask; the text tower passes an additive mask (causal, plus
 /// padding) that is added to the scaled scores before the softmax, as HF's eager attention does.
 /// </summary>
+/// <remarks>
+/// The attention core is one libtorch <c>scaled_dot_product_attention</c> call (what HF's default <c>sdpa</c>
+/// implementation calls): the eager formula softmax(q·kᵀ·head_dim^-0.5 + mask)·v in one kernel, without the eager ops'
+/// head-folding copies and separate score, scale and softmax passes (see docs/benchmarks.md, "FLOP/s"). A masked
+/// attention that records a graph (the text tower in training) keeps the eager ops, whose gradients for rows with every
+/// key masked that kernel does not reproduce. The mask must have the tokens' dtype.
+/// </remarks>
 public sealed class ClipAttention : nn.Module<Tensor, Tensor>, IMergeableModule
 {
     private static readonly string[] LayerNames = ["q_proj", "k_proj", "v_proj", "out_proj"];
@@ -75,6 +82,7 @@ public sealed class ClipAttention : nn.Module<Tensor, Tensor>, IMergeableModule
     /// <param name="attentionMask">An additive mask broadcastable to [B, heads, N, N], or null for no mask.</param>
     /// <param name="linear">Computes the linear layer with the given name on the given input.</param>
     /// <returns>Shape [B, N, D].</returns>
+    /// <exception cref="ArgumentException">The input is not [B, N, D], or the mask's dtype is not the input's.</exception>
     public Tensor Forward(Tensor input, Tensor? attentionMask, LinearLayerFunction linear)
     {
         ArgumentNullException.ThrowIfNull(input);
@@ -86,21 +94,54 @@ public sealed class ClipAttention : nn.Module<Tensor, Tensor>, IMergeableModule
         }
 
         using var scope = torch.NewDisposeScope();
+        var mask = CheckMask(attentionMask, input.dtype);
         long batch = input.shape[0], tokens = input.shape[1];
         Tensor Heads(Tensor x) => x.view(batch, tokens, NumHeads, HeadDim).transpose(1, 2); // [B, H, N, hd]
         var query = Heads(linear("q_proj", input));
         var key = Heads(linear("k_proj", input));
         var value = Heads(linear("v_proj", input));
-        var scores = torch.matmul(query, key.transpose(-1, -2)) * Math.Pow(HeadDim, -0.5); // [B, H, N, N]
-        if (attentionMask is not null)
+        // One libtorch kernel for softmax(q·kᵀ·hd^-0.5 + mask)·v (its default scale 1/sqrt(hd) is HF's), except for a
+        // masked attention whose graph is recorded (see EagerAttention).
+        var context = mask is not null && query.requires_grad
+            ? EagerAttention(query, key, value, mask, HeadDim)
+            : nn.functional.scaled_dot_product_attention(query, key, value, mask);
+        // [B, H, N, hd] -> [B, N, D]; libtorch's CPU kernel already lays its output out as [B, N, H, hd] (a view, no copy).
+        var result = linear("out_proj", context.transpose(1, 2).reshape(batch, tokens, HiddenSize));
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// HF's eager attention softmax(q·kᵀ·hd^-0.5 + mask)·v as separate ops. Used for a masked attention whose graph is
+    /// recorded: libtorch's CPU kernel recomputes the softmax in its backward from a stored log-sum-exp, which loses the
+    /// row's sum when every key of a row is masked with the dtype's most negative value (a padding query with left
+    /// padding: the eager formula's uniform weights there, and the gradients through them, come out different).
+    /// </summary>
+    /// <param name="query">Queries [B, H, N, hd].</param>
+    /// <param name="key">Keys [B, H, N, hd].</param>
+    /// <param name="value">Values [B, H, N, hd].</param>
+    /// <param name="attentionMask">An additive mask broadcastable to [B, H, N, N].</param>
+    /// <param name="headDim">The head width hd.</param>
+    /// <returns>The context [B, H, N, hd].</returns>
+    internal static Tensor EagerAttention(Tensor query, Tensor key, Tensor value, Tensor attentionMask, int headDim)
+    {
+        var scores = (torch.matmul(query, key.transpose(-1, -2)) * Math.Pow(headDim, -0.5)) + attentionMask; // [B, H, N, N]
+        return torch.matmul(scores.softmax(-1), value);
+    }
+
+    // scaled_dot_product_attention adds a floating mask of the query's dtype to the scaled scores, as the eager sum did; it
+    // reads a boolean mask as "may attend" and refuses other dtypes. A mask of another floating dtype is refused too: the
+    // eager ops used to promote the scores and then fail in the second matmul (a float64 mask on float32 tokens
+    // terminated the process), and converting it is not neutral (double.MinValue becomes -inf in float32).
+    private static Tensor? CheckMask(Tensor? attentionMask, ScalarType dtype)
+    {
+        if (attentionMask is not null && attentionMask.dtype != dtype)
         {
-            scores = scores + attentionMask;
+            throw new ArgumentException(
+                $"The attention mask must be an additive mask of the tokens' dtype {dtype} (0 where a query may attend a key, a very negative value where it may not), got {attentionMask.dtype}.",
+                nameof(attentionMask));
         }
 
-        var weights = scores.softmax(-1);
-        var context = torch.matmul(weights, value).transpose(1, 2).reshape(batch, tokens, HiddenSize);
-        var result = linear("out_proj", context);
-        return result.MoveToOuterDisposeScope();
+        return attentionMask;
     }
 
     /// <summary>The linear layer with the given state-dict name (one of <see cref="LinearLayerNames"/>).</summary>

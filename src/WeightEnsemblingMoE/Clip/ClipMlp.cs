@@ -57,13 +57,25 @@ public sealed class ClipMlp : nn.Module<Tensor, Tensor>, IMergeableModule
         return result.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Applies a CLIP activation to <paramref name="input"/>.</summary>
+    /// <summary>Applies a CLIP activation to <paramref name="input"/> (not modified).</summary>
     internal static Tensor Activate(Tensor input, ClipActivation activation) => activation switch
     {
-        ClipActivation.QuickGelu => input * torch.sigmoid(input * 1.702),
+        ClipActivation.QuickGelu => QuickGelu(input),
         ClipActivation.Gelu => nn.functional.gelu(input),
         _ => throw new ArgumentOutOfRangeException(nameof(activation), activation, "Unknown CLIP activation."),
     };
+
+    /// <summary>
+    /// x · σ(1.702 x), bit for bit HF's <c>QuickGELUActivation</c>, with one [B, N, F] temporary instead of two: σ is
+    /// taken in place on the fresh 1.702 x (the scalar product keeps nothing for autograd, and sigmoid's backward needs
+    /// only its output), and without a graph the product is written into that temporary too (with one, sigmoid's saved
+    /// output must stay unchanged, so the product is a new tensor).
+    /// </summary>
+    internal static Tensor QuickGelu(Tensor input)
+    {
+        var gate = input.mul(1.702).sigmoid_();
+        return torch.is_grad_enabled() && input.requires_grad ? input.mul(gate) : gate.mul_(input);
+    }
 
     /// <summary>The linear layer with the given state-dict name (one of <see cref="LinearLayerNames"/>).</summary>
     /// <param name="layerName">The layer name, e.g. <c>fc1</c>.</param>
