@@ -203,29 +203,33 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
         long b = x.shape[0], outFeatures = Shape[0], inFeatures = Shape[1];
         var flat = task_vectors.view(TaskCount, -1);
         var gradInput = needInput ? zeros(x.shape, x.dtype, x.device) : null;
-        var gradRouting = needRouting ? zeros(b, TaskCount, r.dtype, r.device) : null;
-        var merge = needInput ? FusedMergeKernel.Prepare(flat, r, weight?.reshape(-1)) : null;
+        var sums = needRouting ? new double[b * TaskCount] : null;
+        var merge = FusedMergeKernel.Prepare(flat, r, weight?.reshape(-1));
+        var gradOutputs = gradOutput.contiguous(); // an expanded gradient (of a sum) would take bmm's slow strided path
         long rowsPerBlock = RowsPerBlock(b);
         var buffer = needInput ? Workspace(b * rowsPerBlock * inFeatures, x) : null;
         for (long row = 0; row < outFeatures && (needInput || needRouting); row += rowsPerBlock)
         {
             using var inner = NewDisposeScope();
             long rows = Math.Min(rowsPerBlock, outFeatures - row);
-            var gy = gradOutput.narrow(2, row, rows);
+            var gy = gradOutputs.narrow(2, row, rows);
             if (gradInput is not null)
             {
                 var block = buffer!.narrow(0, 0, b * rows * inFeatures).view(b, rows * inFeatures);
-                merge!.Write(block, row * inFeatures, rows * inFeatures);
+                merge.Write(block, row * inFeatures, rows * inFeatures);
                 gradInput.add_(gy.bmm(block.view(b, rows, inFeatures)));
             }
 
-            if (gradRouting is not null)
+            if (sums is not null)
             {
+                // G_b = gy_b[:, rows]ᵀ·x_b, then ⟨G_b, τ_t[rows]⟩ by the managed dot kernel (libtorch's [B, K]·[K, T] GEMM
+                // with K = rows·in is the same K-heavy shape that runs the merge slowly).
                 var g = gy.transpose(1, 2).bmm(x).view(b, rows * inFeatures);
-                gradRouting.addmm_(g, flat.narrow(1, row * inFeatures, rows * inFeatures).t(), beta: 1, alpha: 1);
+                merge.AddDots(sums, g, row * inFeatures, rows * inFeatures);
             }
         }
 
+        var gradRouting = sums is null ? null : tensor(sums, ScalarType.Float64).view(b, TaskCount).to(r.dtype);
         return (gradInput?.MoveToOuterDisposeScope(), gradRouting?.MoveToOuterDisposeScope());
     }
 

@@ -22,12 +22,19 @@ internal static unsafe class FusedMergeKernel
     /// <summary>The fewest elements per thread worth a parallel split (below this the managed merge stays on one thread).</summary>
     private const long MinElementsPerThread = 1L << 14;
 
+    /// <summary>Whether storages use the kernel at all (false: libtorch's ops everywhere; for A/B timings). The default value is true.</summary>
+    internal static bool Enabled { get; set; } = true;
+
+    /// <summary>The most threads one merge uses; 0 (the default) means libtorch's intra-op thread count (for A/B timings).</summary>
+    internal static int MaxThreads { get; set; }
+
     /// <summary>
     /// Whether the kernel handles task vectors stored like <paramref name="stacked"/>: CPU, float32 or float64, contiguous,
     /// with hardware SIMD. Anything else (other devices, half/bfloat16 or other dtypes) goes through libtorch's ops.
     /// </summary>
     internal static bool Handles(Tensor stacked) =>
-        Vector.IsHardwareAccelerated
+        Enabled
+        && Vector.IsHardwareAccelerated
         && stacked.device_type == DeviceType.CPU
         && (stacked.dtype == ScalarType.Float32 || stacked.dtype == ScalarType.Float64)
         && stacked.is_contiguous()
@@ -177,6 +184,63 @@ internal static unsafe class FusedMergeKernel
         }
     }
 
+    /// <summary>
+    /// sums[b·tasks + t] += Σ_j g[b·gStride + j]·taus[t·tauStride + start + j] for j in [0, length): the routing gradient's
+    /// dot products of one block, tile by tile (the T task tiles and the sample's tile stay in L1; each element of g and τ
+    /// is read from memory once). Partial sums per tile in T, accumulated in double.
+    /// </summary>
+    internal static void Dots<T>(double* sums, nint g, long gStride, nint taus, long tauStride, int batch, int tasks, long start, long length)
+        where T : unmanaged, INumber<T>
+    {
+        long tile = Math.Max(Vector<T>.Count, TileBytes / sizeof(T));
+        for (long j0 = 0; j0 < length; j0 += tile)
+        {
+            int len = (int)Math.Min(tile, length - j0);
+            T* tau = (T*)taus + start + j0;
+            for (int b = 0; b < batch; b++)
+            {
+                T* gb = (T*)g + (b * gStride) + j0;
+                double* row = sums + ((long)b * tasks);
+                for (int t = 0; t < tasks; t++)
+                {
+                    row[t] += double.CreateTruncating(Dot(gb, tau + (t * tauStride), len));
+                }
+            }
+        }
+    }
+
+    /// <summary>Σ_j a[j]·b[j] for j in [0, len), four vector accumulators.</summary>
+    private static T Dot<T>(T* a, T* b, int len)
+        where T : unmanaged, INumber<T>
+    {
+        int width = Vector<T>.Count;
+        var s0 = Vector<T>.Zero;
+        var s1 = Vector<T>.Zero;
+        var s2 = Vector<T>.Zero;
+        var s3 = Vector<T>.Zero;
+        int j = 0;
+        for (; j <= len - (4 * width); j += 4 * width)
+        {
+            s0 = MultiplyAdd(Vector.Load(a + j), Vector.Load(b + j), s0);
+            s1 = MultiplyAdd(Vector.Load(a + j + width), Vector.Load(b + j + width), s1);
+            s2 = MultiplyAdd(Vector.Load(a + j + (2 * width)), Vector.Load(b + j + (2 * width)), s2);
+            s3 = MultiplyAdd(Vector.Load(a + j + (3 * width)), Vector.Load(b + j + (3 * width)), s3);
+        }
+
+        for (; j <= len - width; j += width)
+        {
+            s0 = MultiplyAdd(Vector.Load(a + j), Vector.Load(b + j), s0);
+        }
+
+        T sum = Vector.Sum((s0 + s1) + (s2 + s3));
+        for (; j < len; j++)
+        {
+            sum += a[j] * b[j];
+        }
+
+        return sum;
+    }
+
     private static Vector<T> MultiplyAdd<T>(Vector<T> x, Vector<T> y, Vector<T> addend)
         where T : unmanaged, INumber<T>
     {
@@ -211,7 +275,7 @@ internal static unsafe class FusedMergeKernel
             Batch = batch;
             Tasks = tasks;
             Elements = n;
-            Threads = Math.Max(1, torch.get_num_threads());
+            Threads = MaxThreads > 0 ? MaxThreads : Math.Max(1, torch.get_num_threads());
         }
 
         /// <summary>B.</summary>
@@ -225,6 +289,46 @@ internal static unsafe class FusedMergeKernel
 
         /// <summary>How many threads the merge of one block may use (libtorch's intra-op thread count; libtorch is idle meanwhile).</summary>
         internal int Threads { get; set; }
+
+        /// <summary>
+        /// Adds ⟨g_b, τ_t[start, start + length)⟩ to <paramref name="sums"/>[b·T + t] for every sample and task:
+        /// <paramref name="g"/> is a contiguous [B, length] tensor of the storage's dtype on the CPU (the routing gradient
+        /// of one block of rows, whose G_b = gy_b[:, rows]ᵀ·x_b).
+        /// </summary>
+        internal void AddDots(double[] sums, Tensor g, long start, long length)
+        {
+            ArgumentNullException.ThrowIfNull(sums);
+            if (!g.is_contiguous() || g.dtype != stacked.dtype || g.numel() != Batch * length || sums.Length != Batch * Tasks)
+            {
+                throw new ArgumentException($"The block gradient must be a contiguous [{Batch}, {length}] {stacked.dtype} tensor and the sums [{Batch}·{Tasks}].", nameof(g));
+            }
+
+            if (start < 0 || length < 0 || start + length > Elements)
+            {
+                throw new ArgumentOutOfRangeException(nameof(start), $"Range [{start}, {start + length}) is outside the {Elements} elements of a task vector.");
+            }
+
+            if (length == 0 || Batch == 0)
+            {
+                return;
+            }
+
+            nint gp = Address(g), tau = Address(stacked);
+            fixed (double* s = sums)
+            {
+                if (stacked.dtype == ScalarType.Float32)
+                {
+                    Dots<float>(s, gp, length, tau, Elements, Batch, Tasks, start, length);
+                }
+                else
+                {
+                    Dots<double>(s, gp, length, tau, Elements, Batch, Tasks, start, length);
+                }
+            }
+
+            GC.KeepAlive(g);
+            GC.KeepAlive(stacked);
+        }
 
         /// <summary>
         /// Writes W[start + j] + Σ_t R[b, t]·τ_t[start + j] into <paramref name="target"/>[b, j] for j in [0, length):

@@ -88,6 +88,25 @@ public sealed class FusedMergeKernelTests
         Assert.That(MaxDifference(target, expected), Is.LessThan(1e-12));
     }
 
+    [TestCase(1, 1, 0L, 5L)]
+    [TestCase(3, 4, 9L, 1003L)]
+    [TestCase(2, 8, 1L, 4099L)]
+    public void Kernel_AddDots_AddsRowTimesTaskVectorProducts(int batch, int tasks, long start, long length)
+    {
+        using var scope = NewDisposeScope();
+        using var generator = new Generator(6);
+        long n = start + length + 3;
+        var taus = randn(new long[] { tasks, n }, ScalarType.Float64, generator: generator);
+        var g = randn(new long[] { batch, length }, ScalarType.Float64, generator: generator);
+        var sums = Enumerable.Range(0, batch * tasks).Select(i => (double)i).ToArray();
+
+        var merge = FusedMergeKernel.Prepare(taus, zeros(batch, tasks, ScalarType.Float64), null);
+        merge.AddDots(sums, g, start, length);
+
+        var expected = g.matmul(taus.narrow(1, start, length).t()) + arange(batch * tasks, ScalarType.Float64).view(batch, tasks);
+        Assert.That(MaxDifference(tensor(sums).view(batch, tasks), expected), Is.LessThan(1e-10));
+    }
+
     [Test]
     public void Kernel_ParallelSplit_EqualsOneThreadBitForBit()
     {
@@ -251,7 +270,7 @@ public sealed class FusedMergeKernelTests
             var x = c.X.clone().requires_grad_(true);
             var r = c.R.clone().requires_grad_(true);
             var y = f(x, r);
-            var gradR = autograd.grad([y.pow(2).sum()], [r], create_graph: true)[0];
+            var gradR = autograd.grad([y.pow(2).sum()], [r], retain_graph: true, create_graph: true)[0];
             return autograd.grad([gradR.pow(2).sum()], [x])[0];
         }
 
