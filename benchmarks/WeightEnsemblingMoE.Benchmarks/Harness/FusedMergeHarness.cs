@@ -41,7 +41,7 @@ internal static class FusedMergeHarness
             ("per-sample, fused merge, 2 threads (no_grad)", () => Time(() => { using var g = no_grad(); With(true, 2, 0, () => PerSample(r)); })),
             ("per-sample, fused, 2 threads, 2 M-element blocks (no_grad)", () => Time(() => { using var g = no_grad(); With(true, 2, 1L << 21, () => PerSample(r)); })),
             ("per-sample, fused, 2 threads, 512 K-element blocks (no_grad)", () => Time(() => { using var g = no_grad(); With(true, 2, 1L << 19, () => PerSample(r)); })),
-            ("merge only, fc1 [16·3072·768] in 8 M blocks: libtorch addmm_", () => Time(() => MergeOnly(tau1, r, w1, fused: false))),
+            ("merge only, fc1's B weight sets in 8 M blocks: libtorch addmm_", () => Time(() => MergeOnly(tau1, r, w1, fused: false))),
             ("merge only, fc1 in 8 M blocks: fused, 1 thread", () => Time(() => MergeOnly(tau1, r, w1, fused: true, threads: 1))),
             ("merge only, fc1 in 8 M blocks: fused, 2 threads", () => Time(() => MergeOnly(tau1, r, w1, fused: true, threads: 2))),
             ("dense MLP forward + backward (x requires grad)", () => Time(() =>

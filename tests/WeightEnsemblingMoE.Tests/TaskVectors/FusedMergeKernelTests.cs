@@ -234,6 +234,24 @@ public sealed class FusedMergeKernelTests
     }
 
     [Test]
+    public void Autograd_OnlyInputRequiresGrad_InputGradientEqualsReference()
+    {
+        using var scope = NewDisposeScope();
+        TaskVectorStorage.BlockElementsForTests = 300;
+        var c = Data(3, 4, 5, 23, 17);
+        using var storage = new DenseTaskVectorStorage(stack(c.Taus, 0));
+        var x = c.X.clone().requires_grad_(true);
+        var fast = storage.BatchedLinear(x, c.R, c.W, c.Bias);
+        fast.pow(2).sum().backward();
+        Assert.That(TaskVectorStorage.HasWorkspace, Is.True, "the blocked autograd path uses the workspace");
+
+        var xRef = c.X.clone().requires_grad_(true);
+        Reference(xRef, c.R, c.W, c.Bias, c.Taus).pow(2).sum().backward();
+
+        Assert.That(MaxDifference(x.grad!, xRef.grad!), Is.LessThan(1e-10));
+    }
+
+    [Test]
     public void Autograd_NonContiguousOperands_GradientsEqualReference()
     {
         using var scope = NewDisposeScope();
