@@ -121,12 +121,33 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
         if (strategy == DenseLinearStrategy.Materialise && NoGradientNeeded(x, r, weight, bias, task_vectors))
         {
             // Inference: merge and multiply block by block in a reused buffer (no B full weight sets, no page faults).
-            var flat = task_vectors.view(TaskCount, -1);
-            result = BlockedLinear(
+            var w = weight is null ? null : StorageArguments.Align(weight, task_vectors);
+            var c = bias is null ? null : StorageArguments.Align(bias, task_vectors);
+            if (FusedMergeKernel.Handles(task_vectors))
+            {
+                result = FusedBlockedLinear(x, r, w, c);
+            }
+            else
+            {
+                var flat = task_vectors.view(TaskCount, -1);
+                result = BlockedLinear(
+                    x,
+                    w,
+                    c,
+                    (block, row, rows) => block.addmm_(r, flat.narrow(1, row * inFeatures, rows * inFeatures), beta: 1, alpha: 1));
+            }
+        }
+        else if (strategy == DenseLinearStrategy.Materialise && FusedMergeKernel.Handles(task_vectors)
+            && !task_vectors.requires_grad && !(weight?.requires_grad ?? false) && !(bias?.requires_grad ?? false))
+        {
+            // Autograd through x and/or R only (routers training, frozen W, b, τ): the same blocked forward, and a blocked
+            // backward (PerSampleLinearFunction) instead of B merged weight sets kept for backward.
+            result = PerSampleLinearFunction.apply(
                 x,
-                weight is null ? null : StorageArguments.Align(weight, task_vectors),
-                bias is null ? null : StorageArguments.Align(bias, task_vectors),
-                (block, row, rows) => block.addmm_(r, flat.narrow(1, row * inFeatures, rows * inFeatures), beta: 1, alpha: 1));
+                r,
+                weight is null ? null! : StorageArguments.Align(weight, task_vectors),
+                bias is null ? null! : StorageArguments.Align(bias, task_vectors),
+                this);
         }
         else if (strategy == DenseLinearStrategy.Materialise)
         {
@@ -154,6 +175,62 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
         }
 
         return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// x_b·(W + Σ_t R_bt τ_t)ᵀ + b block of output rows by block with the managed fused merge
+    /// (<see cref="FusedMergeKernel"/>): each block's B merged rows are written in one pass over τ's rows into the reused
+    /// buffer, then one <c>bmm</c>. Operands already aligned to the storage's dtype and device; no autograd graph is built
+    /// (the buffer is overwritten).
+    /// </summary>
+    internal Tensor FusedBlockedLinear(Tensor x, Tensor r, Tensor? weight, Tensor? bias)
+    {
+        using var scope = NewDisposeScope();
+        long inFeatures = Shape[1];
+        var merge = FusedMergeKernel.Prepare(task_vectors.view(TaskCount, -1), r, weight?.reshape(-1));
+        var result = BlockedLinear(x, weight, bias, (block, row, rows) => merge.Write(block, row * inFeatures, rows * inFeatures), writesWeight: true);
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The gradients of <see cref="FusedBlockedLinear"/> for the output gradient gy [B, N, out], block of output rows by
+    /// block: grad x_b = Σ_blocks gy_b[:, rows]·M_b[rows] with M_b's rows re-merged by the fused kernel, and
+    /// grad R_bt = Σ_blocks ⟨τ_t[rows], gy_b[:, rows]ᵀ·x_b⟩. Nothing of size B·out·in is allocated.
+    /// </summary>
+    internal (Tensor? Input, Tensor? Routing) FusedBlockedLinearBackward(Tensor gradOutput, Tensor x, Tensor r, Tensor? weight, bool needInput, bool needRouting)
+    {
+        using var scope = NewDisposeScope();
+        long b = x.shape[0], outFeatures = Shape[0], inFeatures = Shape[1];
+        var flat = task_vectors.view(TaskCount, -1);
+        var gradInput = needInput ? zeros(x.shape, x.dtype, x.device) : null;
+        var sums = needRouting ? new double[b * TaskCount] : null;
+        var merge = FusedMergeKernel.Prepare(flat, r, weight?.reshape(-1));
+        var gradOutputs = gradOutput.contiguous(); // an expanded gradient (of a sum) would take bmm's slow strided path
+        long rowsPerBlock = RowsPerBlock(b);
+        var buffer = needInput ? Workspace(b * rowsPerBlock * inFeatures, x) : null;
+        for (long row = 0; row < outFeatures && (needInput || needRouting); row += rowsPerBlock)
+        {
+            using var inner = NewDisposeScope();
+            long rows = Math.Min(rowsPerBlock, outFeatures - row);
+            var gy = gradOutputs.narrow(2, row, rows);
+            if (gradInput is not null)
+            {
+                var block = buffer!.narrow(0, 0, b * rows * inFeatures).view(b, rows * inFeatures);
+                merge.Write(block, row * inFeatures, rows * inFeatures);
+                gradInput.add_(gy.bmm(block.view(b, rows, inFeatures)));
+            }
+
+            if (sums is not null)
+            {
+                // G_b = gy_b[:, rows]ᵀ·x_b, then ⟨G_b, τ_t[rows]⟩ by the managed dot kernel (libtorch's [B, K]·[K, T] GEMM
+                // with K = rows·in is the same K-heavy shape that runs the merge slowly).
+                var g = gy.transpose(1, 2).bmm(x).view(b, rows * inFeatures);
+                merge.AddDots(sums, g, row * inFeatures, rows * inFeatures);
+            }
+        }
+
+        var gradRouting = sums is null ? null : tensor(sums, ScalarType.Float64).view(b, TaskCount).to(r.dtype);
+        return (gradInput?.MoveToOuterDisposeScope(), gradRouting?.MoveToOuterDisposeScope());
     }
 
     /// <inheritdoc/>

@@ -143,7 +143,11 @@ public abstract class TaskVectorStorage : nn.Module
     /// <param name="weight">W [out, in] (same dtype and device), or null for Δ alone.</param>
     /// <param name="bias">b [out], or null.</param>
     /// <param name="addDelta">Adds Δ_b's rows [row, row + rows) into the block [B, rows·in] (flattened); called with W's rows already in it (zeros when W is null).</param>
-    private protected Tensor BlockedLinear(Tensor input, Tensor? weight, Tensor? bias, Action<Tensor, long, long> addDelta)
+    /// <param name="writesWeight">
+    /// True when <paramref name="addDelta"/> writes the whole merged block itself (W's rows included, e.g. the fused
+    /// managed merge); the block is then neither cleared nor filled with W first.
+    /// </param>
+    private protected Tensor BlockedLinear(Tensor input, Tensor? weight, Tensor? bias, Action<Tensor, long, long> addDelta, bool writesWeight = false)
     {
         using var scope = NewDisposeScope();
         long b = input.shape[0], outFeatures = Shape[0], inFeatures = Shape[1];
@@ -157,7 +161,11 @@ public abstract class TaskVectorStorage : nn.Module
                 using var inner = NewDisposeScope();
                 long rows = Math.Min(rowsPerBlock, outFeatures - row);
                 var block = buffer.narrow(0, 0, b * rows * inFeatures).view(b, rows * inFeatures);
-                if (flatWeight is null)
+                if (writesWeight)
+                {
+                    // The callback writes W + Δ itself.
+                }
+                else if (flatWeight is null)
                 {
                     block.zero_();
                 }
@@ -180,10 +188,23 @@ public abstract class TaskVectorStorage : nn.Module
     }
 
     /// <summary>How many output rows <see cref="BlockedLinear"/> merges per block for a batch of <paramref name="batch"/> samples.</summary>
-    private protected long RowsPerBlock(long batch) => Math.Clamp(BlockElements / Math.Max(1, batch * Shape[1]), 1, Math.Max(1, Shape[0]));
+    private protected long RowsPerBlock(long batch) =>
+        Math.Clamp((blockElementsForTests > 0 ? blockElementsForTests : BlockElements) / Math.Max(1, batch * Shape[1]), 1, Math.Max(1, Shape[0]));
+
+    /// <summary>
+    /// Replaces <see cref="BlockElements"/> on the calling thread (tests: several blocks with small shapes); 0 restores it.
+    /// </summary>
+    internal static long BlockElementsForTests
+    {
+        get => blockElementsForTests;
+        set => blockElementsForTests = value;
+    }
+
+    [ThreadStatic]
+    private static long blockElementsForTests;
 
     /// <summary>The thread's scratch buffer with at least <paramref name="elements"/> elements of <paramref name="like"/>'s dtype and device (a new handle to it, in the current scope).</summary>
-    private static Tensor Workspace(long elements, Tensor like) => Reuse(ref threadWorkspace, elements, like);
+    private protected static Tensor Workspace(long elements, Tensor like) => Reuse(ref threadWorkspace, elements, like);
 
     /// <summary>
     /// The thread's second scratch buffer (for a storage's own per-block scratch inside <see cref="BlockedLinear"/>'s

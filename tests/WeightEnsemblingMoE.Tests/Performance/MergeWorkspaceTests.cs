@@ -145,7 +145,9 @@ public sealed class MergeWorkspaceTests
 
         // Reference gradient: d/dr_bt Σ x_b (W + Σ r τ)ᵀ = Σ_n,o (x_b τ_tᵀ)_no.
         var expected = stack(pruned.Select(tau => nn.functional.linear(x, tau).sum([1L, 2L])).ToArray(), 1);
-        Assert.That(TaskVectorStorage.HasWorkspace, Is.False);
+        // The dense storage's autograd path is blocked too (PerSampleLinearFunction, float32/float64 on the CPU); the
+        // sparse storage's still builds all B weight sets.
+        Assert.That(TaskVectorStorage.HasWorkspace, Is.EqualTo(kind == "dense"));
         // float32 sums over N·out·in terms: compare relative to the largest gradient.
         Assert.That((rFast.grad! - expected).abs().max().item<float>(), Is.LessThan(1e-5f * expected.abs().max().item<float>()));
     }
