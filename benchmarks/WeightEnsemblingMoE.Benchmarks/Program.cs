@@ -29,6 +29,11 @@ if (args.Length > 0 && args[0] == "loader-throughput")
     return LoaderThroughputHarness.Run(args[1..]);
 }
 
+if (args.Length > 0 && args[0] == "half-precision-accuracy")
+{
+    return HalfPrecisionAccuracyHarness.Run(args[1..]);
+}
+
 if (args.Length > 0 && args[0] == "storage-bytes")
 {
     return StorageBytesHarness.Run();
