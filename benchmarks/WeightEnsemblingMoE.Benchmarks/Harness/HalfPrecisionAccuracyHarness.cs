@@ -2,6 +2,7 @@ using System.Globalization;
 using TorchSharp;
 using WeightEnsembling.Evaluation;
 using WeightEnsembling.Models;
+using WeightEnsembling.Moe;
 using WeightEnsembling.Tasks;
 using WeightEnsembling.TaskVectors;
 using WeightEnsembling.Training;
@@ -22,13 +23,17 @@ internal static class HalfPrecisionAccuracyHarness
 {
     public static int Run(string[] args)
     {
-        string assets = args.FirstOrDefault(a => !a.StartsWith("--", StringComparison.Ordinal)) ?? FindAssets();
         int adaptSteps = 0;
         int at = Array.IndexOf(args, "--adapt");
         if (at >= 0)
         {
-            adaptSteps = int.Parse(args[at + 1], CultureInfo.InvariantCulture);
+            adaptSteps = at + 1 < args.Length && int.TryParse(args[at + 1], NumberStyles.None, CultureInfo.InvariantCulture, out int steps) && steps > 0
+                ? steps
+                : throw new ArgumentException("--adapt needs a positive number of steps.", nameof(args));
         }
+
+        string assets = args.Where((a, i) => !a.StartsWith("--", StringComparison.Ordinal) && (at < 0 || i != at + 1))
+            .FirstOrDefault() ?? FindAssets();
 
         torch.set_num_threads(Environment.ProcessorCount);
         (string Name, string Dataset, string Shift)[] definitions =
@@ -47,6 +52,7 @@ internal static class HalfPrecisionAccuracyHarness
         Console.WriteLine($"assets: {assets}; WEMoE 2-layer routers, λ = 0.3, seed 0, dense storage; adaptation steps: {adaptSteps}");
         Console.WriteLine($"{"dtype",-9} {"tv bytes",10} " + string.Join(" ", test.Select(t => $"{t.Name,20}")) + $" {"average",8}");
         EvaluationReport? reference = null;
+        Tensor? referenceFeatures = null;
         foreach (var dtype in new[] { ScalarType.Float32, ScalarType.Float16, ScalarType.BFloat16 })
         {
             torch.manual_seed(0);
@@ -60,15 +66,23 @@ internal static class HalfPrecisionAccuracyHarness
             long bytes = upscaled.Model.modules().OfType<TaskVectorStorage>().Sum(s => s.Bytes);
             Console.WriteLine(
                 $"{dtype,-9} {bytes,10} " + string.Join(" ", report.Scores.Select(s => $"{s.Accuracy * 100,19:F2}%")) + $" {report.AverageAccuracy * 100,7:F2}%");
+            var features = Features(upscaled, test);
             reference ??= report;
+            referenceFeatures ??= features;
             if (!ReferenceEquals(reference, report))
             {
+                using var difference = (features - referenceFeatures).abs();
+                using var scale = referenceFeatures.abs().max();
+                Console.WriteLine(
+                    $"{"",-9} image features of the first 64 test images per task: max |Δ| vs float32 {difference.max().item<float>():E2} "
+                    + $"(features' max |value| {scale.item<float>():F2}), mean |Δ| {difference.mean().item<float>():E2}");
                 Console.WriteLine(
                     $"{"",-9} {"Δ vs f32",10} " + string.Join(" ", report.Scores.Zip(reference.Scores, (s, r) => $"{(s.Accuracy - r.Accuracy) * 100,18:+0.00;-0.00;0.00}pp"))
                     + $" {(report.AverageAccuracy - reference.AverageAccuracy) * 100,6:+0.00;-0.00;0.00}pp");
             }
         }
 
+        referenceFeatures?.Dispose();
         foreach (var task in test)
         {
             task.Data.Dispose();
@@ -76,6 +90,21 @@ internal static class HalfPrecisionAccuracyHarness
         }
 
         return 0;
+    }
+
+    /// <summary>The per-sample image features of the first 64 test images of every task, [6·64, d].</summary>
+    private static Tensor Features(UpscaledModel model, IReadOnlyList<ClassificationTask> tasks)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        model.Model.eval();
+        model.RoutingMode = RoutingMode.PerSample;
+        var parts = tasks.Select(t =>
+        {
+            var batch = t.Data.GetBatch(Enumerable.Range(0, 64).Select(i => (long)i).ToArray());
+            return model.Model.GetImageFeatures(batch.Images);
+        }).ToArray();
+        return cat(parts, 0).MoveToOuterDisposeScope();
     }
 
     private static InMemoryTaskDataset Load(string assets, string dataset, string shift, string name)
