@@ -97,6 +97,15 @@ public sealed class HalfPrecisionStorageTests
             Assert.That(BitEqual(h.BatchedLinearDelta(x, r), f.BatchedLinearDelta(x, r)), Is.True, "BatchedLinearDelta, blocked (no grad)");
         }
 
+        // 50 tokens: the dense storage materialises the merged weights instead of running every task on every token.
+        var many = randn([2, 50, In], generator: generator);
+        Assert.That(BitEqual(h.BatchedLinear(many, r, w, b), f.BatchedLinear(many, r, w, b)), Is.True, "BatchedLinear, 50 tokens");
+        using (no_grad())
+        {
+            Assert.That(BitEqual(h.BatchedLinear(many, r, w, b), f.BatchedLinear(many, r, w, b)), Is.True, "BatchedLinear, 50 tokens, blocked");
+            Assert.That(BitEqual(h.BatchedLinearDelta(many, r), f.BatchedLinearDelta(many, r)), Is.True, "BatchedLinearDelta, 50 tokens, blocked");
+        }
+
         for (int t = 0; t < 3; t++)
         {
             Assert.That(BitEqual(h.ToDense(t), f.ToDense(t)), Is.True, $"ToDense({t})");
@@ -164,18 +173,21 @@ public sealed class HalfPrecisionStorageTests
         Assert.That(BitEqual(half.BatchedWeightedSum(batched), full.BatchedWeightedSum(batched)), Is.True);
     }
 
-    [TestCaseSource(nameof(Cases))]
-    public void HalfStorage_RoutingGradient_FlowsAndEqualsUpcastStorages(TaskVectorStorageKind kind, ScalarType dtype)
+    private static IEnumerable<TestCaseData> GradientCases() =>
+        Cases().SelectMany(c => new[] { 5, 50 }.Select(tokens => new TestCaseData(c.Arguments[0], c.Arguments[1], tokens)));
+
+    [TestCaseSource(nameof(GradientCases))]
+    public void HalfStorage_RoutingGradient_FlowsAndEqualsUpcastStorages(TaskVectorStorageKind kind, ScalarType dtype, int tokens)
     {
         using var half = Build(Options(kind, dtype));
         using var upcast = Build(Options(kind, dtype));
         upcast.to(ScalarType.Float32);
         using var scope = NewDisposeScope();
         var generator = new Generator(9);
-        var x = randn([2, 5, In], generator: generator);
+        var x = randn([2, tokens, In], generator: generator);
         var w = randn([Out, In], generator: generator);
         var b = randn([Out], generator: generator);
-        var target = randn([2, 5, Out], generator: generator);
+        var target = randn([2, tokens, Out], generator: generator);
         Tensor Gradient(TaskVectorStorage storage)
         {
             var r = rand([2, 3], generator: new Generator(4)).requires_grad_();
