@@ -31,7 +31,8 @@ public sealed class TaskVectorStorageOptions
     /// The dtype the stored values (dense task vectors, kept sparse values, low-rank factors) are held in:
     /// <see cref="ScalarType.Float32"/>, <see cref="ScalarType.Float16"/> or <see cref="ScalarType.BFloat16"/>. The 16-bit
     /// dtypes halve the storage's bytes; the storages still compute in float32 (float64 when the operand is float64),
-    /// upcasting each stored block where it is read. Float32 keeps the task vectors as computed, in the pre-trained
+    /// upcasting each stored block where it is read (results, <see cref="TaskVectorStorage.ToDense"/> included, are float32;
+    /// <see cref="TaskVectorStorage.Bytes"/> counts the 16-bit values). Float32 keeps the task vectors as computed, in the pre-trained
     /// tensors' dtype (float32 for every model this library loads). Sparse and low-rank storages compress in that dtype
     /// (quantile, SVD) and round the kept values or factors afterwards. The default value is
     /// <see cref="ScalarType.Float32"/>.
