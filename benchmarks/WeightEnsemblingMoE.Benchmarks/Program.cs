@@ -39,6 +39,11 @@ if (args.Length > 0 && args[0] == "flops-profile")
     return FlopProfileHarness.Run(args[1..]);
 }
 
+if (args.Length > 0 && args[0] == "half-precision-accuracy")
+{
+    return HalfPrecisionAccuracyHarness.Run(args[1..]);
+}
+
 if (args.Length > 0 && args[0] == "storage-bytes")
 {
     return StorageBytesHarness.Run();

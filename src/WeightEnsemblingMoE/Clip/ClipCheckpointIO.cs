@@ -73,10 +73,17 @@ internal static class ClipCheckpointIO
     /// <summary>
     /// Saves <paramref name="module"/>'s state dict as <c>model.safetensors</c> and <paramref name="configJson"/> as
     /// <c>config.json</c> in <paramref name="folder"/>, each written atomically, after checking every tensor is finite.
+    /// With <paramref name="dtype"/>, every floating tensor is converted to it first (libtorch <c>to(dtype)</c>, round to
+    /// nearest even) and <c>torch_dtype</c> in the config names it; a value that overflows the dtype is refused.
     /// </summary>
-    internal static void Save(nn.Module module, string folder, string configJson)
+    internal static void Save(nn.Module module, string folder, string configJson, ScalarType? dtype = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        if (dtype is { } target && target is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
+        {
+            throw new ArgumentException($"dtype = {target} is not a save dtype; use Float32, Float16 or BFloat16.", nameof(dtype));
+        }
+
         using var scope = torch.NewDisposeScope();
         var tensors = module.state_dict();
         foreach (var (name, tensor) in tensors)
@@ -85,6 +92,25 @@ internal static class ClipCheckpointIO
             {
                 throw new InvalidOperationException($"Refusing to save: tensor '{name}' has NaN or infinite values.");
             }
+        }
+
+        if (dtype is { } to)
+        {
+            var converted = new Dictionary<string, Tensor>(tensors.Count, StringComparer.Ordinal);
+            foreach (var (name, tensor) in tensors)
+            {
+                var value = tensor.is_floating_point() && tensor.dtype != to ? tensor.detach().to(to) : tensor;
+                if (value.is_floating_point() && !value.isfinite().all().item<bool>())
+                {
+                    throw new InvalidOperationException(
+                        $"Refusing to save: tensor '{name}' has values outside the range of {to} (largest magnitude {tensor.abs().max().item<float>()}).");
+                }
+
+                converted.Add(name, value);
+            }
+
+            tensors = converted;
+            configJson = WithTorchDType(configJson, to);
         }
 
         // The folder is replaced as a whole (config.json and the weights from one save, never a mixture): docs/reliability.md.
@@ -96,5 +122,27 @@ internal static class ClipCheckpointIO
         var config = System.Text.Encoding.UTF8.GetBytes(configJson);
         writer.WriteFile(ConfigFileName, stream => stream.Write(config));
         writer.Commit();
+    }
+
+    /// <summary><paramref name="configJson"/> with <c>torch_dtype</c> set to PyTorch's name of <paramref name="dtype"/> (at the top level and in nested sub-configs that have one).</summary>
+    private static string WithTorchDType(string configJson, ScalarType dtype)
+    {
+        string name = dtype switch
+        {
+            ScalarType.Float16 => "float16",
+            ScalarType.BFloat16 => "bfloat16",
+            _ => "float32",
+        };
+        var root = System.Text.Json.Nodes.JsonNode.Parse(configJson)!.AsObject();
+        root["torch_dtype"] = name;
+        foreach (var (_, child) in root.ToArray())
+        {
+            if (child is System.Text.Json.Nodes.JsonObject nested && nested.ContainsKey("torch_dtype"))
+            {
+                nested["torch_dtype"] = name;
+            }
+        }
+
+        return root.ToJsonString(ClipConfigJson.WriteOptions);
     }
 }

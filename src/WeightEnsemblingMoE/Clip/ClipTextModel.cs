@@ -138,6 +138,25 @@ public sealed class ClipTextModel : nn.Module<Tensor, ClipTextOutput>
         ClipCheckpointIO.Save(this, folder, Config.ToJson(HasProjection));
     }
 
+    /// <summary>
+    /// Saves the model as <see cref="SaveTo(string)"/> does, with every floating tensor converted to
+    /// <paramref name="dtype"/> (libtorch <c>to(dtype)</c>, round to nearest even) and written with that safetensors dtype
+    /// (<c>F16</c>, <c>BF16</c>, <c>F32</c>); <c>torch_dtype</c> in <c>config.json</c> names it. The model itself is not
+    /// changed. <see cref="SaveTo(string)"/> keeps the dtype the model holds (float32, whatever the checkpoints it was
+    /// loaded or merged from held: merges are computed in float32 and never rounded behind the caller's back); pass
+    /// <see cref="ScalarType.Float16"/> to write a merge of float16 experts at their size. <see cref="FromPretrained"/>
+    /// reads the folder back (as float32).
+    /// </summary>
+    /// <param name="folder">The folder (created if missing).</param>
+    /// <param name="dtype">Float32, Float16 or BFloat16.</param>
+    /// <exception cref="ArgumentException"><paramref name="dtype"/> is none of those.</exception>
+    /// <exception cref="InvalidOperationException">A tensor has NaN or infinite values, or a value outside <paramref name="dtype"/>'s range (nothing is written).</exception>
+    public void SaveTo(string folder, ScalarType dtype)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        ClipCheckpointIO.Save(this, folder, Config.ToJson(HasProjection), dtype);
+    }
+
     private static bool IsSkipped(string name) =>
         name.StartsWith("vision_model.", StringComparison.Ordinal)
         || name.StartsWith("visual_projection.", StringComparison.Ordinal)

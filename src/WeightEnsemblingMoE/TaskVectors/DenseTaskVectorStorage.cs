@@ -41,8 +41,8 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
     public override Tensor WeightedSum(Tensor routing)
     {
         using var scope = NewDisposeScope();
-        var r = StorageArguments.Routing(routing, this, task_vectors);
-        var result = r.matmul(task_vectors.view(TaskCount, -1)).view(Shape.ToArray());
+        var r = StorageArguments.Routing(routing, this, StoredPrecision.ComputeLike(task_vectors, routing));
+        var result = StoredPrecision.Matmul(r, task_vectors.view(TaskCount, -1)).view(Shape.ToArray());
         return result.MoveToOuterDisposeScope();
     }
 
@@ -50,8 +50,8 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
     public override Tensor BatchedWeightedSum(Tensor routing)
     {
         using var scope = NewDisposeScope();
-        var r = StorageArguments.BatchedRouting(routing, this, task_vectors);
-        var result = r.matmul(task_vectors.view(TaskCount, -1)).view([r.shape[0], .. Shape]);
+        var r = StorageArguments.BatchedRouting(routing, this, StoredPrecision.ComputeLike(task_vectors, routing));
+        var result = StoredPrecision.Matmul(r, task_vectors.view(TaskCount, -1)).view([r.shape[0], .. Shape]);
         return result.MoveToOuterDisposeScope();
     }
 
@@ -87,11 +87,10 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
     internal Tensor BatchedMergedWeights(Tensor routing, Tensor? weight)
     {
         using var scope = NewDisposeScope();
-        var r = StorageArguments.BatchedRouting(routing, this, task_vectors);
+        var like = StoredPrecision.ComputeLike(task_vectors, weight ?? routing);
+        var r = StorageArguments.BatchedRouting(routing, this, like);
         var flat = task_vectors.view(TaskCount, -1);
-        var merged = weight is null
-            ? r.matmul(flat)
-            : torch.addmm(StorageArguments.Align(weight, task_vectors).reshape(1, -1), r, flat, beta: 1, alpha: 1);
+        var merged = StoredPrecision.Matmul(r, flat, weight is null ? null : StorageArguments.Align(weight, like).reshape(1, -1));
         return merged.view([r.shape[0], .. Shape]).MoveToOuterDisposeScope();
     }
 
@@ -114,16 +113,20 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
     internal Tensor BatchedLinearCore(Tensor input, Tensor routing, Tensor? weight, Tensor? bias, DenseLinearStrategy strategy)
     {
         using var scope = NewDisposeScope();
-        var r = StorageArguments.Align(routing, task_vectors);
-        var x = StorageArguments.Align(input, task_vectors);
+        var like = StoredPrecision.ComputeLike(task_vectors, weight ?? input);
+        var r = StorageArguments.Align(routing, like);
+        var x = StorageArguments.Align(input, like);
         long b = x.shape[0], n = x.shape[1], outFeatures = Shape[0], inFeatures = Shape[1];
         Tensor result;
+        // The managed kernel reads τ as stored, so it runs when τ is stored in the compute dtype (float32 or float64);
+        // 16-bit storages take the libtorch path, which upcasts each block as it reads it.
+        bool fused = FusedMergeKernel.Handles(task_vectors) && task_vectors.dtype == like.dtype;
         if (strategy == DenseLinearStrategy.Materialise && NoGradientNeeded(x, r, weight, bias, task_vectors))
         {
             // Inference: merge and multiply block by block in a reused buffer (no B full weight sets, no page faults).
-            var w = weight is null ? null : StorageArguments.Align(weight, task_vectors);
-            var c = bias is null ? null : StorageArguments.Align(bias, task_vectors);
-            if (FusedMergeKernel.Handles(task_vectors))
+            var w = weight is null ? null : StorageArguments.Align(weight, like);
+            var c = bias is null ? null : StorageArguments.Align(bias, like);
+            if (fused)
             {
                 result = FusedBlockedLinear(x, r, w, c);
             }
@@ -134,10 +137,10 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
                     x,
                     w,
                     c,
-                    (block, row, rows) => block.addmm_(r, flat.narrow(1, row * inFeatures, rows * inFeatures), beta: 1, alpha: 1));
+                    (block, row, rows) => block.addmm_(r, StoredPrecision.Upcast(flat.narrow(1, row * inFeatures, rows * inFeatures), r.dtype), beta: 1, alpha: 1));
             }
         }
-        else if (strategy == DenseLinearStrategy.Materialise && FusedMergeKernel.Handles(task_vectors)
+        else if (strategy == DenseLinearStrategy.Materialise && fused
             && !task_vectors.requires_grad && !(weight?.requires_grad ?? false) && !(bias?.requires_grad ?? false))
         {
             // Autograd through x and/or R only (routers training, frozen W, b, τ): the same blocked forward, and a blocked
@@ -145,8 +148,8 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
             result = PerSampleLinearFunction.apply(
                 x,
                 r,
-                weight is null ? null! : StorageArguments.Align(weight, task_vectors),
-                bias is null ? null! : StorageArguments.Align(bias, task_vectors),
+                weight is null ? null! : StorageArguments.Align(weight, like),
+                bias is null ? null! : StorageArguments.Align(bias, like),
                 this);
         }
         else if (strategy == DenseLinearStrategy.Materialise)
@@ -155,22 +158,22 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
             result = x.bmm(merged.transpose(1, 2));
             if (bias is not null)
             {
-                result = result.add_(StorageArguments.Align(bias, task_vectors));
+                result = result.add_(StorageArguments.Align(bias, like));
             }
         }
         else
         {
             // [B·N, in]·[in, T·out] → [B, N, T, out]; then Σ_t R_bt y_bnt as [B, 1, 1, T]·[B, N, T, out].
-            var perTask = x.reshape(b * n, inFeatures).matmul(task_vectors.view(TaskCount * outFeatures, inFeatures).t())
+            var perTask = StoredPrecision.MatmulTransposed(x.reshape(b * n, inFeatures), task_vectors.view(TaskCount * outFeatures, inFeatures))
                 .view(b, n, TaskCount, outFeatures);
             result = r.view(b, 1, 1, TaskCount).matmul(perTask).view(b, n, outFeatures);
             if (weight is not null)
             {
-                result = result.add_(nn.functional.linear(x, StorageArguments.Align(weight, task_vectors), bias is null ? null : StorageArguments.Align(bias, task_vectors)));
+                result = result.add_(nn.functional.linear(x, StorageArguments.Align(weight, like), bias is null ? null : StorageArguments.Align(bias, like)));
             }
             else if (bias is not null)
             {
-                result = result.add_(StorageArguments.Align(bias, task_vectors));
+                result = result.add_(StorageArguments.Align(bias, like));
             }
         }
 
@@ -238,7 +241,8 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
     {
         ArgumentOutOfRangeException.ThrowIfNegative(task);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(task, TaskCount);
-        return task_vectors[task].clone();
+        using var stored = task_vectors[task];
+        return StoredPrecision.IsHalf(stored.dtype) ? stored.to(ScalarType.Float32) : stored.clone();
     }
 
     private static Tensor Copy(Tensor taskVectors)

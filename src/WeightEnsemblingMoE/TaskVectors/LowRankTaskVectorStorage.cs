@@ -72,18 +72,18 @@ public sealed class LowRankTaskVectorStorage : TaskVectorStorage
     public override Tensor WeightedSum(Tensor routing)
     {
         using var scope = NewDisposeScope();
-        var r = StorageArguments.Routing(routing, this, u_s);
-        var scaled = u_s * r.index_select(0, rank_tasks);
-        return scaled.matmul(v.t()).MoveToOuterDisposeScope();
+        var r = StorageArguments.Routing(routing, this, StoredPrecision.ComputeLike(u_s, routing));
+        var scaled = StoredPrecision.Upcast(u_s, r.dtype) * r.index_select(0, rank_tasks);
+        return scaled.matmul(StoredPrecision.Upcast(v, r.dtype).t()).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>
     public override Tensor BatchedWeightedSum(Tensor routing)
     {
         using var scope = NewDisposeScope();
-        var r = StorageArguments.BatchedRouting(routing, this, u_s);
-        var scaled = u_s.unsqueeze(0) * r.index_select(1, rank_tasks).unsqueeze(1);
-        return scaled.matmul(v.t()).MoveToOuterDisposeScope();
+        var r = StorageArguments.BatchedRouting(routing, this, StoredPrecision.ComputeLike(u_s, routing));
+        var scaled = StoredPrecision.Upcast(u_s, r.dtype).unsqueeze(0) * r.index_select(1, rank_tasks).unsqueeze(1);
+        return scaled.matmul(StoredPrecision.Upcast(v, r.dtype).t()).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>
@@ -92,10 +92,11 @@ public sealed class LowRankTaskVectorStorage : TaskVectorStorage
     {
         StorageArguments.LinearInput(input, routing, this);
         using var scope = NewDisposeScope();
-        var r = StorageArguments.Align(routing, u_s);
-        var projected = StorageArguments.Align(input, u_s).matmul(v);
+        var like = StoredPrecision.ComputeLike(u_s, input);
+        var r = StorageArguments.Align(routing, like);
+        var projected = StorageArguments.Align(input, like).matmul(StoredPrecision.Upcast(v, r.dtype));
         var scaled = projected * r.index_select(1, rank_tasks).unsqueeze(1);
-        return scaled.matmul(u_s.t()).MoveToOuterDisposeScope();
+        return scaled.matmul(StoredPrecision.Upcast(u_s, r.dtype).t()).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>
@@ -105,7 +106,9 @@ public sealed class LowRankTaskVectorStorage : TaskVectorStorage
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(task, TaskCount);
         using var scope = NewDisposeScope();
         long start = ranks.Take(task).Sum(k => (long)k);
-        var result = u_s.narrow(1, start, ranks[task]).matmul(v.narrow(1, start, ranks[task]).t());
+        var dtype = StoredPrecision.IsHalf(u_s.dtype) ? ScalarType.Float32 : u_s.dtype;
+        var result = StoredPrecision.Upcast(u_s.narrow(1, start, ranks[task]), dtype)
+            .matmul(StoredPrecision.Upcast(v.narrow(1, start, ranks[task]), dtype).t());
         return result.MoveToOuterDisposeScope();
     }
 

@@ -120,13 +120,13 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     public override Tensor WeightedSum(Tensor routing)
     {
         using var scope = NewDisposeScope();
-        var r = StorageArguments.Routing(routing, this, values);
+        var r = StorageArguments.Routing(routing, this, StoredPrecision.ComputeLike(values, routing));
         var decoded = Decode(elementsPerTask);
-        var result = zeros(elementsPerTask, values.dtype, values.device);
+        var result = zeros(elementsPerTask, r.dtype, values.device);
         for (int t = 0; t < TaskCount; t++)
         {
             var (v, i) = decoded.Part(values, t);
-            result = result.index_add(0, i, v * r[t], 1);
+            result = result.index_add(0, i, StoredPrecision.Upcast(v, r.dtype) * r[t], 1);
         }
 
         return result.view(Shape.ToArray()).MoveToOuterDisposeScope();
@@ -136,7 +136,7 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     public override Tensor BatchedWeightedSum(Tensor routing)
     {
         using var scope = NewDisposeScope();
-        var r = StorageArguments.BatchedRouting(routing, this, values);
+        var r = StorageArguments.BatchedRouting(routing, this, StoredPrecision.ComputeLike(values, routing));
         return Scatter(r).view([r.shape[0], .. Shape]).MoveToOuterDisposeScope();
     }
 
@@ -150,14 +150,15 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     {
         StorageArguments.LinearInput(input, routing, this);
         using var scope = NewDisposeScope();
-        var r = StorageArguments.Align(routing, values);
-        var x = StorageArguments.Align(input, values);
+        var like = StoredPrecision.ComputeLike(values, input);
+        var r = StorageArguments.Align(routing, like);
+        var x = StorageArguments.Align(input, like);
         if (NoGradientNeeded(x, r, null, null, values))
         {
             return Blocked(x, r, null, null).MoveToOuterDisposeScope();
         }
 
-        var deltas = r.matmul(DenseRange(0, elementsPerTask)).view(r.shape[0], Shape[0], Shape[1]);
+        var deltas = r.matmul(StoredPrecision.Upcast(DenseRange(0, elementsPerTask), r.dtype)).view(r.shape[0], Shape[0], Shape[1]);
         return x.bmm(deltas.transpose(1, 2)).MoveToOuterDisposeScope();
     }
 
@@ -175,16 +176,17 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     {
         StorageArguments.BaseLinear(input, routing, weight, bias, this);
         using var scope = NewDisposeScope();
-        var r = StorageArguments.Align(routing, values);
-        var x = StorageArguments.Align(input, values);
-        var w = StorageArguments.Align(weight, values);
-        var b = bias is null ? null : StorageArguments.Align(bias, values);
+        var like = StoredPrecision.ComputeLike(values, weight);
+        var r = StorageArguments.Align(routing, like);
+        var x = StorageArguments.Align(input, like);
+        var w = StorageArguments.Align(weight, like);
+        var b = bias is null ? null : StorageArguments.Align(bias, like);
         if (NoGradientNeeded(x, r, w, b, values))
         {
             return Blocked(x, r, w, b).MoveToOuterDisposeScope();
         }
 
-        var merged = torch.addmm(w.reshape(1, elementsPerTask), r, DenseRange(0, elementsPerTask), beta: 1, alpha: 1)
+        var merged = torch.addmm(w.reshape(1, elementsPerTask), r, StoredPrecision.Upcast(DenseRange(0, elementsPerTask), r.dtype), beta: 1, alpha: 1)
             .view(r.shape[0], Shape[0], Shape[1]);
         var result = x.bmm(merged.transpose(1, 2));
         if (b is not null)
@@ -201,7 +203,8 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
         CheckTask(task);
         using var scope = NewDisposeScope();
         var (v, i) = Decode(elementsPerTask).Part(values, task);
-        var result = zeros(elementsPerTask, values.dtype, values.device).index_add(0, i, v, 1);
+        var dtype = StoredPrecision.IsHalf(values.dtype) ? ScalarType.Float32 : values.dtype;
+        var result = zeros(elementsPerTask, dtype, values.device).index_add(0, i, StoredPrecision.Upcast(v, dtype), 1);
         return result.view(Shape.ToArray()).MoveToOuterDisposeScope();
     }
 
@@ -392,11 +395,11 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     private Tensor Scatter(Tensor routing)
     {
         var decoded = Decode(elementsPerTask);
-        var result = zeros(routing.shape[0], elementsPerTask, values.dtype, values.device);
+        var result = zeros(routing.shape[0], elementsPerTask, routing.dtype, values.device);
         for (int t = 0; t < TaskCount; t++)
         {
             var (v, i) = decoded.Part(values, t);
-            result = result.index_add_(1, i, routing.narrow(1, t, 1) * v.unsqueeze(0), 1);
+            result = result.index_add_(1, i, routing.narrow(1, t, 1) * StoredPrecision.Upcast(v, routing.dtype).unsqueeze(0), 1);
         }
 
         return result;
@@ -420,7 +423,7 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
             var scratch = SecondWorkspace(TaskCount * rowsPerBlock * inFeatures, values)
                 .narrow(0, 0, TaskCount * rows * inFeatures).view(TaskCount, rows * inFeatures);
             Densify(maskBits, managed, row * inFeatures, rows * inFeatures, offsets, j, scratch);
-            block.addmm_(r, scratch, beta: 1, alpha: 1);
+            block.addmm_(r, StoredPrecision.Upcast(scratch, r.dtype), beta: 1, alpha: 1);
         });
     }
 

@@ -9,11 +9,15 @@ namespace WeightEnsembling.TaskVectors;
 /// </summary>
 internal abstract class StorageBuilder : IDisposable
 {
-    protected StorageBuilder(string parameterName, Tensor pretrained)
+    protected StorageBuilder(string parameterName, Tensor pretrained, ScalarType storedType)
     {
         ModuleName = TaskVectorDictionary.ToModuleName(parameterName);
         Shape = pretrained.shape;
+        StoredType = StoredPrecision.IsHalf(storedType) ? storedType : null;
     }
+
+    /// <summary>The 16-bit dtype kept tensors are rounded to, or null to keep them as computed.</summary>
+    protected ScalarType? StoredType { get; }
 
     protected string ModuleName { get; }
 
@@ -24,11 +28,11 @@ internal abstract class StorageBuilder : IDisposable
     public static StorageBuilder For(TaskVectorStorageOptions options, string parameterName, Tensor pretrained) =>
         options.Kind switch
         {
-            TaskVectorStorageKind.Dense => new DenseBuilder(parameterName, pretrained),
-            TaskVectorStorageKind.Sparse => new SparseBuilder(parameterName, pretrained, options.SparsityRatio),
+            TaskVectorStorageKind.Dense => new DenseBuilder(parameterName, pretrained, options.DType),
+            TaskVectorStorageKind.Sparse => new SparseBuilder(parameterName, pretrained, options.DType, options.SparsityRatio),
             TaskVectorStorageKind.LowRank when pretrained.dim() == 2 =>
-                new LowRankBuilder(parameterName, pretrained, options.Rank, options.EnergyThreshold),
-            TaskVectorStorageKind.LowRank => new DenseBuilder(parameterName, pretrained),
+                new LowRankBuilder(parameterName, pretrained, options.DType, options.Rank, options.EnergyThreshold),
+            TaskVectorStorageKind.LowRank => new DenseBuilder(parameterName, pretrained, options.DType),
             _ => throw new ArgumentOutOfRangeException(nameof(options), options.Kind, "Unknown storage kind."),
         };
 
@@ -50,9 +54,13 @@ internal abstract class StorageBuilder : IDisposable
 
     protected void Keep(Tensor tensor) => Kept.Add(tensor.DetachFromDisposeScope());
 
-    private sealed class DenseBuilder(string parameterName, Tensor pretrained) : StorageBuilder(parameterName, pretrained)
+    /// <summary><paramref name="tensor"/> rounded to <see cref="StoredType"/> (a new tensor in the current scope), or itself.</summary>
+    protected Tensor Round(Tensor tensor) => StoredType is { } dtype ? tensor.to(dtype) : tensor;
+
+    private sealed class DenseBuilder(string parameterName, Tensor pretrained, ScalarType storedType)
+        : StorageBuilder(parameterName, pretrained, storedType)
     {
-        public override void Add(Tensor taskVector) => Keep(taskVector.clone());
+        public override void Add(Tensor taskVector) => Keep(StoredType is { } dtype ? taskVector.to(dtype) : taskVector.clone());
 
         public override TaskVectorStorage Build()
         {
@@ -67,13 +75,13 @@ internal abstract class StorageBuilder : IDisposable
         }
     }
 
-    private sealed class SparseBuilder(string parameterName, Tensor pretrained, double sparsityRatio)
-        : StorageBuilder(parameterName, pretrained)
+    private sealed class SparseBuilder(string parameterName, Tensor pretrained, ScalarType storedType, double sparsityRatio)
+        : StorageBuilder(parameterName, pretrained, storedType)
     {
         public override void Add(Tensor taskVector)
         {
             var (values, indices) = SparseTaskVectorStorage.Compress(taskVector, sparsityRatio);
-            Keep(values);
+            Keep(Round(values));
             Keep(indices);
         }
 
@@ -87,14 +95,14 @@ internal abstract class StorageBuilder : IDisposable
         }
     }
 
-    private sealed class LowRankBuilder(string parameterName, Tensor pretrained, int? rank, double? energyThreshold)
-        : StorageBuilder(parameterName, pretrained)
+    private sealed class LowRankBuilder(string parameterName, Tensor pretrained, ScalarType storedType, int? rank, double? energyThreshold)
+        : StorageBuilder(parameterName, pretrained, storedType)
     {
         public override void Add(Tensor taskVector)
         {
             var (us, v) = LowRankTaskVectorStorage.Factorize(taskVector, rank, energyThreshold);
-            Keep(us);
-            Keep(v);
+            Keep(Round(us));
+            Keep(Round(v));
         }
 
         public override TaskVectorStorage Build()

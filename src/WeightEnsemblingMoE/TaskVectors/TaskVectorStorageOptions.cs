@@ -1,3 +1,5 @@
+using static TorchSharp.torch;
+
 namespace WeightEnsembling.TaskVectors;
 
 /// <summary>Options that choose how a <see cref="TaskVectorDictionary"/> stores its task vectors.</summary>
@@ -25,6 +27,18 @@ public sealed class TaskVectorStorageOptions
     /// </summary>
     public double? EnergyThreshold { get; set; }
 
+    /// <summary>
+    /// The dtype the stored values (dense task vectors, kept sparse values, low-rank factors) are held in:
+    /// <see cref="ScalarType.Float32"/>, <see cref="ScalarType.Float16"/> or <see cref="ScalarType.BFloat16"/>. The 16-bit
+    /// dtypes halve the storage's bytes; the storages still compute in float32 (float64 when the operand is float64),
+    /// upcasting each stored block where it is read (results, <see cref="TaskVectorStorage.ToDense"/> included, are float32;
+    /// <see cref="TaskVectorStorage.Bytes"/> counts the 16-bit values). Float32 keeps the task vectors as computed, in the pre-trained
+    /// tensors' dtype (float32 for every model this library loads). Sparse and low-rank storages compress in that dtype
+    /// (quantile, SVD) and round the kept values or factors afterwards. The default value is
+    /// <see cref="ScalarType.Float32"/>.
+    /// </summary>
+    public ScalarType DType { get; set; } = ScalarType.Float32;
+
     /// <summary>Dense storage options.</summary>
     public static TaskVectorStorageOptions Dense() => new() { Kind = TaskVectorStorageKind.Dense };
 
@@ -43,10 +57,26 @@ public sealed class TaskVectorStorageOptions
     public static TaskVectorStorageOptions LowRankByEnergy(double energyThreshold) =>
         new() { Kind = TaskVectorStorageKind.LowRank, EnergyThreshold = energyThreshold };
 
+    /// <summary>A copy of these options.</summary>
+    internal TaskVectorStorageOptions Copy() => new()
+    {
+        Kind = Kind,
+        SparsityRatio = SparsityRatio,
+        Rank = Rank,
+        EnergyThreshold = EnergyThreshold,
+        DType = DType,
+    };
+
     /// <summary>Checks the options and throws an exception naming the first bad option.</summary>
     /// <exception cref="ArgumentException">An option is out of range or the combination is invalid.</exception>
     public void Validate()
     {
+        if (DType is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
+        {
+            throw new ArgumentException(
+                $"{nameof(DType)} = {DType} is not a task-vector storage dtype; use Float32, Float16 or BFloat16.", nameof(DType));
+        }
+
         if (!Enum.IsDefined(Kind))
         {
             throw new ArgumentException($"{nameof(Kind)} = {Kind} is not a defined storage kind.", nameof(Kind));

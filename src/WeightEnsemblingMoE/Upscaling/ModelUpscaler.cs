@@ -165,6 +165,24 @@ public sealed class ModelUpscaler
         return this;
     }
 
+    /// <summary>
+    /// Stores the task vectors in <paramref name="dtype"/> (<see cref="TaskVectorStorageOptions.DType"/>): float16 or
+    /// bfloat16 halve their bytes, float32 (the default) keeps them as computed; the storages compute in float32 either
+    /// way. Applies to the storage options set so far: a later <see cref="WithTaskVectorStorage"/> replaces them with its
+    /// own (whose <see cref="TaskVectorStorageOptions.DType"/> then counts).
+    /// </summary>
+    /// <param name="dtype">Float32, Float16 or BFloat16.</param>
+    /// <returns>This upscaler.</returns>
+    /// <exception cref="ArgumentException"><paramref name="dtype"/> is not a storage dtype.</exception>
+    public ModelUpscaler WithTaskVectorDType(ScalarType dtype)
+    {
+        var storage = (options.TaskVectorStorage ?? TaskVectorStorageOptions.Dense()).Copy();
+        storage.DType = dtype;
+        storage.Validate();
+        options.TaskVectorStorage = storage;
+        return this;
+    }
+
     /// <summary>Upscales only the given encoder layers (0-based).</summary>
     /// <param name="layers">The layer indices.</param>
     /// <returns>This upscaler.</returns>

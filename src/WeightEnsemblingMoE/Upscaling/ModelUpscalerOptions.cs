@@ -99,7 +99,7 @@ public sealed class ModelUpscalerOptions
         InitLambda = InitLambda,
         SharedRouter = SharedRouter,
         PositionEncoding = PositionEncoding,
-        TaskVectorStorage = TaskVectorStorage,
+        TaskVectorStorage = TaskVectorStorage?.Copy()!,
         Layers = Layers?.ToArray(),
         Targets = Targets,
         PretrainedProjection = PretrainedProjection,

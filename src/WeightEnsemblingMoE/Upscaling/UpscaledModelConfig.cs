@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using WeightEnsembling.TaskVectors;
+using static TorchSharp.torch;
 
 namespace WeightEnsembling.Upscaling;
 
@@ -53,6 +54,13 @@ public sealed record UpscaledModelConfig
     /// <summary>The low-rank storage's energy threshold (low-rank storage chosen by energy only).</summary>
     public double? EnergyThreshold { get; init; }
 
+    /// <summary>
+    /// The dtype the task vectors are stored in (<see cref="TaskVectorStorageOptions.DType"/>), written as
+    /// <c>task_vector_dtype</c> (<c>float32</c>, <c>float16</c> or <c>bfloat16</c>); a file without the field was saved
+    /// from float32 storage. The default value is <see cref="ScalarType.Float32"/>.
+    /// </summary>
+    public ScalarType TaskVectorDType { get; init; } = ScalarType.Float32;
+
     /// <summary>Whether <c>visual_projection</c> keeps the pre-trained weights instead of task arithmetic (<see cref="ModelUpscalerOptions.PretrainedProjection"/>).</summary>
     public bool PretrainedProjection { get; init; }
 
@@ -92,6 +100,7 @@ public sealed record UpscaledModelConfig
             SparsityRatio = SparsityRatio ?? 0.9,
             Rank = Rank,
             EnergyThreshold = EnergyThreshold,
+            DType = TaskVectorDType,
         },
     };
 
@@ -125,6 +134,8 @@ public sealed record UpscaledModelConfig
             Compare("rank", Rank, target.Rank);
             Compare("energy threshold", EnergyThreshold, target.EnergyThreshold);
         }
+
+        Compare("task-vector dtype", DTypeName(TaskVectorDType), DTypeName(target.TaskVectorDType));
 
         Compare("λ of the non-upscaled weights", InitLambda, target.InitLambda);
         Compare("pre-trained projection", PretrainedProjection, target.PretrainedProjection);
@@ -218,6 +229,9 @@ public sealed record UpscaledModelConfig
             SparsityRatio = Optional<double>("sparsity_ratio"),
             Rank = Optional<int>("rank"),
             EnergyThreshold = Optional<double>("energy_threshold"),
+            TaskVectorDType = root.TryGetPropertyValue("task_vector_dtype", out var dtypeNode) && dtypeNode is not null
+                ? ParseDType(Get<string>("task_vector_dtype"), path)
+                : ScalarType.Float32,
             PretrainedProjection = Optional<bool>("pretrained_projection") ?? false,
             Seed = Get<long>("seed"),
             ExpertNames = List<string>("expert_names"),
@@ -289,6 +303,7 @@ public sealed record UpscaledModelConfig
             root["energy_threshold"] = energy;
         }
 
+        root["task_vector_dtype"] = DTypeName(TaskVectorDType);
         root["pretrained_projection"] = PretrainedProjection;
         root["seed"] = Seed;
         root["expert_names"] = new JsonArray(ExpertNames.Select(n => (JsonNode)n).ToArray());
@@ -317,6 +332,7 @@ public sealed record UpscaledModelConfig
             SparsityRatio = storage.Kind == TaskVectorStorageKind.Sparse ? storage.SparsityRatio : null,
             Rank = storage.Kind == TaskVectorStorageKind.LowRank ? storage.Rank : null,
             EnergyThreshold = storage.Kind == TaskVectorStorageKind.LowRank ? storage.EnergyThreshold : null,
+            TaskVectorDType = storage.DType,
             Seed = options.Seed,
             ExpertNames = expertNames.ToArray(),
             PretrainedFingerprint = fingerprint.Pretrained,
@@ -330,6 +346,22 @@ public sealed record UpscaledModelConfig
         "attention" => UpscaleTargets.Attention,
         "mlp+attention" => UpscaleTargets.MlpAndAttention,
         _ => throw new InvalidDataException($"'{path}': targets '{value}' is not mlp, attention or mlp+attention."),
+    };
+
+    private static string DTypeName(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float32 => "float32",
+        ScalarType.Float16 => "float16",
+        ScalarType.BFloat16 => "bfloat16",
+        _ => dtype.ToString(),
+    };
+
+    private static ScalarType ParseDType(string value, string path) => value switch
+    {
+        "float32" => ScalarType.Float32,
+        "float16" => ScalarType.Float16,
+        "bfloat16" => ScalarType.BFloat16,
+        _ => throw new InvalidDataException(string.Create(CultureInfo.InvariantCulture, $"'{path}': task_vector_dtype '{value}' is not float32, float16 or bfloat16.")),
     };
 
     private static TaskVectorStorageKind ParseStorage(string value, string path) => value switch
