@@ -74,6 +74,9 @@ public sealed class HalfPrecisionStorageTests
     [TestCaseSource(nameof(Cases))]
     public void HalfStorage_Computes_ExactlyAsUpcastValuesInFloat32(TaskVectorStorageKind kind, ScalarType dtype)
     {
+        // Bit-equality with the float32 storage's libtorch formula; the float32 storage's managed kernel (a different
+        // summation order) is checked against it within rounding by FusedMergeKernelTests and at the end of this test.
+        using var libtorchOnly = new LibTorchMergeOnly();
         using var half = Build(Options(kind, dtype));
         using var upcast = Build(Options(kind, dtype));
         upcast.to(ScalarType.Float32);
@@ -179,6 +182,7 @@ public sealed class HalfPrecisionStorageTests
     [TestCaseSource(nameof(GradientCases))]
     public void HalfStorage_RoutingGradient_FlowsAndEqualsUpcastStorages(TaskVectorStorageKind kind, ScalarType dtype, int tokens)
     {
+        using var libtorchOnly = new LibTorchMergeOnly();
         using var half = Build(Options(kind, dtype));
         using var upcast = Build(Options(kind, dtype));
         upcast.to(ScalarType.Float32);
@@ -227,5 +231,37 @@ public sealed class HalfPrecisionStorageTests
         Assert.That(clone.TaskVectorStorage, Is.Not.SameAs(sparse));
         clone.TaskVectorStorage.DType = ScalarType.BFloat16;
         Assert.That(sparse.DType, Is.EqualTo(ScalarType.Float32));
+    }
+
+    [TestCase(ScalarType.Float16)]
+    [TestCase(ScalarType.BFloat16)]
+    public void HalfStorage_AgreesWithTheFusedFloat32KernelWithinRounding(ScalarType dtype)
+    {
+        using var half = Build(Options(TaskVectorStorageKind.Dense, dtype));
+        using var upcast = Build(Options(TaskVectorStorageKind.Dense, dtype));
+        upcast.to(ScalarType.Float32);
+        using var scope = NewDisposeScope();
+        var generator = new Generator(5);
+        var many = randn([2, 50, In], generator: generator);
+        var r = rand([2, 3], generator: generator);
+        var w = randn([Out, In], generator: generator);
+        var b = randn([Out], generator: generator);
+        using var noGrad = no_grad();
+        Assert.That(FusedMergeKernel.Handles(((DenseTaskVectorStorage)upcast["fc.weight"]).TaskVectors), Is.True);
+
+        var fused = upcast["fc.weight"].BatchedLinear(many, r, w, b);
+        var libtorch = half["fc.weight"].BatchedLinear(many, r, w, b);
+
+        Assert.That((fused - libtorch).abs().max().item<float>(), Is.LessThan(1e-5f * libtorch.abs().max().item<float>()));
+    }
+
+    /// <summary>Routes every storage through libtorch's ops (no managed merge kernel) until disposed; tests run one at a time.</summary>
+    private sealed class LibTorchMergeOnly : IDisposable
+    {
+        private readonly bool _was = FusedMergeKernel.Enabled;
+
+        public LibTorchMergeOnly() => FusedMergeKernel.Enabled = false;
+
+        public void Dispose() => FusedMergeKernel.Enabled = _was;
     }
 }
