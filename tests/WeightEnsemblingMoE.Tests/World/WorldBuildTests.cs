@@ -197,6 +197,31 @@ public sealed class WorldBuildTests
     }
 
     [Test]
+    public void Benchmark_RunsTheMethodsAndBothWemoeRecipes_AndWritesARowPerMethod()
+    {
+        using var zoo = WorldZoo.Open(_config, _output);
+        var methods = new[] { WeightEnsembling.Experiments.MergingMethod.Pretrained, WeightEnsembling.Experiments.MergingMethod.Wemoe };
+
+        var rows = WorldExperiment.Run(zoo, steps: 2, methods, recipes: true, _ => { });
+
+        // Two methods, then WEMoE (2-layer) under FusionBench's and the original recipe, each from λ = 0.3 and from task arithmetic's λ.
+        Assert.That(rows.Select(r => (string)r["method"]!).ToList(), Has.Count.EqualTo(6));
+        Assert.That(rows.Skip(2).Select(r => (string)r["method"]!), Has.All.StartsWith("WEMoE (2-layer), "));
+        Assert.That(rows.Count(r => ((string)r["detail"]!).Contains("per-sample routing in training", StringComparison.Ordinal)), Is.EqualTo(2));
+        Assert.That(rows.Count(r => ((string)r["detail"]!).Contains("cosine over 1000", StringComparison.Ordinal)), Is.EqualTo(2));
+        Assert.That(rows.Count(r => ((string)r["detail"]!).Contains("pre-trained projection", StringComparison.Ordinal)), Is.EqualTo(3));
+        using var json = JsonDocument.Parse(WorldExperiment.ToJson(rows));
+        foreach (var row in json.RootElement.EnumerateArray())
+        {
+            var tasks = row.GetProperty("tasks").EnumerateObject().Select(t => t.Value.GetDouble()).ToList();
+            Assert.That(tasks, Has.Count.EqualTo(_config.Tasks.Count));
+            Assert.That(row.GetProperty("average").GetDouble(), Is.EqualTo(tasks.Average()).Within(0.01));
+        }
+
+        Assert.That(WorldExperiment.ToMarkdown(rows, _config.Tasks.Select(t => t.Name).ToList()), Does.Contain("original recipe"));
+    }
+
+    [Test]
     public void Probe_SeparatesTasksWhoseImagesDifferAndNotIdenticalOnes()
     {
         using var zoo = WorldZoo.Open(_config, _output);
