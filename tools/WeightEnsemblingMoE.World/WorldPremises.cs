@@ -41,7 +41,7 @@ public static class WorldPremises
         var merged = Percent(ModelEvaluator.Evaluate("Task arithmetic", taskArithmetic, test, batch));
         log(string.Create(c, $"task arithmetic: λ = {lambda} (validation {100 * validation:F1}%), test average {merged.Average():F1}%"));
 
-        var probe = ProbeLayers(taskArithmetic, tasks, batch);
+        var probe = ProbeLayers(taskArithmetic, tasks, batch, out var confusion);
         log("task probe per layer: " + string.Join(", ", probe.Select(a => a.ToString("F1", c))));
 
         var oracle = Oracle(zoo, lambda, test, batch);
@@ -67,6 +67,7 @@ public static class WorldPremises
             TaskArithmeticLambda = lambda,
             TaskArithmetic = merged,
             ProbeAccuracy = probe,
+            ProbeConfusion = confusion,
             Oracle = oracle,
             OraclePapersLambda = oraclePapers,
             Premises = premises,
@@ -78,7 +79,14 @@ public static class WorldPremises
     /// full batch) fitted on the validation images' token-averaged MLP inputs to name their task, scored on the test
     /// images one by one (percent).
     /// </summary>
-    public static List<double> ProbeLayers(ClipVisionModel model, IReadOnlyList<BenchmarkTask> tasks, int batchSize)
+    public static List<double> ProbeLayers(ClipVisionModel model, IReadOnlyList<BenchmarkTask> tasks, int batchSize) =>
+        ProbeLayers(model, tasks, batchSize, out _);
+
+    /// <summary>
+    /// As <see cref="ProbeLayers(ClipVisionModel, IReadOnlyList{BenchmarkTask}, int)"/>; <paramref name="lastLayerConfusion"/>
+    /// receives the last layer's confusion matrix in percent of each true task's test images ([true][predicted]).
+    /// </summary>
+    public static List<double> ProbeLayers(ClipVisionModel model, IReadOnlyList<BenchmarkTask> tasks, int batchSize, out double[][] lastLayerConfusion)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(tasks);
@@ -86,7 +94,14 @@ public static class WorldPremises
         var (testFeatures, testTasks) = MlpInputs(model, tasks.Select(t => t.Test).ToList(), batchSize);
         try
         {
-            return trainFeatures.Select((x, layer) => 100 * Probe(x, trainTasks, testFeatures[layer], testTasks, tasks.Count)).ToList();
+            var accuracies = new List<double>();
+            lastLayerConfusion = [];
+            for (int layer = 0; layer < trainFeatures.Count; layer++)
+            {
+                accuracies.Add(100 * Probe(trainFeatures[layer], trainTasks, testFeatures[layer], testTasks, tasks.Count, out lastLayerConfusion));
+            }
+
+            return accuracies;
         }
         finally
         {
@@ -139,7 +154,7 @@ public static class WorldPremises
         }
     }
 
-    private static double Probe(Tensor train, Tensor trainLabels, Tensor test, Tensor testLabels, int classes)
+    private static double Probe(Tensor train, Tensor trainLabels, Tensor test, Tensor testLabels, int classes, out double[][] confusion)
     {
         using var scope = NewDisposeScope();
         var mean = train.mean([0], keepdim: true);
@@ -159,7 +174,25 @@ public static class WorldPremises
         }
 
         using var noGrad = no_grad();
-        return (xt.matmul(weight) + bias).argmax(1).eq(testLabels).to(ScalarType.Float64).mean().item<double>();
+        var predicted = (xt.matmul(weight) + bias).argmax(1);
+        var truth = testLabels.data<long>().ToArray();
+        var guesses = predicted.data<long>().ToArray();
+        confusion = Enumerable.Range(0, classes).Select(_ => new double[classes]).ToArray();
+        for (int i = 0; i < truth.Length; i++)
+        {
+            confusion[truth[i]][guesses[i]] += 1;
+        }
+
+        foreach (var row in confusion)
+        {
+            double total = row.Sum();
+            for (int j = 0; j < classes && total > 0; j++)
+            {
+                row[j] = 100 * row[j] / total;
+            }
+        }
+
+        return predicted.eq(testLabels).to(ScalarType.Float64).mean().item<double>();
     }
 
     /// <summary>

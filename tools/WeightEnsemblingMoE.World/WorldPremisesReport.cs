@@ -26,6 +26,9 @@ public sealed record WorldPremisesReport
     /// <summary>Test accuracy of the linear probe that reads the token-averaged input of each layer's MLP (task-arithmetic model) and names the image's task.</summary>
     public required IReadOnlyList<double> ProbeAccuracy { get; init; }
 
+    /// <summary>The last layer's probe confusion matrix: percent of each true task's test images ([true][predicted]) named as each task.</summary>
+    public required IReadOnlyList<double[]> ProbeConfusion { get; init; }
+
     /// <summary>Oracle routing (every MLP one-hot to the image's own expert, the rest task arithmetic at <see cref="TaskArithmeticLambda"/>): test accuracy per task.</summary>
     public required IReadOnlyList<double> Oracle { get; init; }
 
@@ -67,6 +70,16 @@ public sealed record WorldPremisesReport
         md.AppendLine(c, $"| **average** | **{ZeroShot.Average():F1}** | **{Individual.Average():F1}** | | **{TaskArithmetic.Average():F1}** | **{Oracle.Average():F1}** | **{OraclePapersLambda.Average():F1}** |");
         md.AppendLine().AppendLine("Task probe on the token-averaged MLP input of the task-arithmetic model (test accuracy, %): "
             + string.Join(", ", ProbeAccuracy.Select((a, l) => string.Create(c, $"layer {l}: {a:F1}"))) + ".");
+        if (ProbeConfusion.Count == Tasks.Count)
+        {
+            md.AppendLine().AppendLine("Last layer's probe: percent of each task's test images (rows) named as each task (columns):").AppendLine();
+            md.AppendLine("| task | " + string.Join(" | ", Tasks) + " |").AppendLine("| --- |" + string.Concat(Enumerable.Repeat(" ---: |", Tasks.Count)));
+            for (int i = 0; i < Tasks.Count; i++)
+            {
+                md.AppendLine(c, $"| {Tasks[i]} | {string.Join(" | ", ProbeConfusion[i].Select(v => v.ToString("F0", c)))} |");
+            }
+        }
+
         return md.ToString();
     }
 }
