@@ -14,4 +14,11 @@ public sealed class FineTuningSpec
 
     /// <summary>AdamW's weight decay. The default value is 0.1.</summary>
     public double WeightDecay { get; set; } = 0.1;
+
+    /// <summary>
+    /// The largest random rescaling and shift of each fine-tuning image per step, as a fraction (e.g. 0.15: scale in
+    /// [0.85, 1.15], shift up to ±15% of the side), drawn anew at every step with edge pixels repeated beyond the
+    /// border; 0 (the default value) fine-tunes on the stored renderings as they are.
+    /// </summary>
+    public double Jitter { get; set; }
 }

@@ -86,6 +86,7 @@ public static class WorldTraining
         }
 
         using var optimizer = optim.AdamW(expert.parameters(), lr: spec.LearningRate, weight_decay: spec.WeightDecay);
+        using var generator = new Generator((ulong)seed);
         using var batches = train.Endless(spec.BatchSize, seed).GetEnumerator();
         var losses = new List<float>();
         expert.train();
@@ -95,7 +96,8 @@ public static class WorldTraining
             batches.MoveNext();
             using var batch = batches.Current;
             optimizer.zero_grad();
-            var loss = nn.functional.cross_entropy(head.forward(expert.GetImageFeatures(batch.Images)), batch.Labels!);
+            var images = spec.Jitter > 0 ? Jitter(batch.Images, spec.Jitter, generator) : batch.Images;
+            var loss = nn.functional.cross_entropy(head.forward(expert.GetImageFeatures(images)), batch.Labels!);
             loss.backward();
             optimizer.step();
             losses.Add(loss.item<float>());
@@ -103,6 +105,27 @@ public static class WorldTraining
 
         expert.eval();
         return losses;
+    }
+
+    /// <summary>
+    /// Each image [B, C, H, W] rescaled by a factor in [1 − <paramref name="amount"/>, 1 + <paramref name="amount"/>] and
+    /// shifted by up to ±<paramref name="amount"/> of its side, drawn per image from <paramref name="generator"/>
+    /// (bilinear, edge pixels repeated beyond the border).
+    /// </summary>
+    public static Tensor Jitter(Tensor images, double amount, Generator generator)
+    {
+        ArgumentNullException.ThrowIfNull(images);
+        ArgumentNullException.ThrowIfNull(generator);
+        using var scope = NewDisposeScope();
+        long b = images.shape[0];
+        // The sampling grid maps output to input coordinates, so a zoom by s reads the input at 1/s.
+        var scale = 1 / (1 + (amount * ((2 * rand(b, generator: generator)) - 1)));
+        var shift = amount * 2 * ((2 * rand(b, 2, generator: generator)) - 1);
+        var zero = zeros(b);
+        var theta = stack([scale, zero, shift[.., 0], zero, scale, shift[.., 1]], 1).view(b, 2, 3).to(images.dtype);
+        var grid = nn.functional.affine_grid(theta, images.shape, align_corners: false);
+        var result = nn.functional.grid_sample(images, grid, GridSampleMode.Bilinear, GridSamplePaddingMode.Border, align_corners: false);
+        return result.MoveToOuterDisposeScope();
     }
 
     /// <summary>Accuracy (0–1) of an image tower and a head on a labelled set.</summary>

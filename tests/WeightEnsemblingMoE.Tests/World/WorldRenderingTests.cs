@@ -132,4 +132,20 @@ public sealed class WorldRenderingTests
     }
 
     private static byte[] Pixel(RgbImage image, int x, int y) => image.Pixels.AsSpan(((y * image.Width) + x) * 3, 3).ToArray();
+
+    [Test]
+    public void Jitter_ZeroIsTheIdentity_AndAShiftMovesTheContent()
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var images = TorchSharp.torch.zeros(1, 1, 8, 8);
+        images[0, 0, 4, 4] = TorchSharp.torch.tensor(1f);
+        using var generator = new TorchSharp.torch.Generator(3);
+
+        var same = WorldTraining.Jitter(images, 0, generator);
+        var moved = Enumerable.Range(0, 8).Select(_ => WorldTraining.Jitter(images, 0.25, generator)).ToList();
+
+        Assert.That((same - images).abs().max().item<float>(), Is.LessThan(1e-6f));
+        Assert.That(moved.Any(m => m.argmax().item<long>() != images.argmax().item<long>()), Is.True, "some draws move the bright pixel");
+        Assert.That(moved.All(m => m.shape.SequenceEqual(images.shape)), Is.True);
+    }
 }
