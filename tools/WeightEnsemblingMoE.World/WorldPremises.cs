@@ -44,8 +44,18 @@ public static class WorldPremises
         var probe = ProbeLayers(taskArithmetic, tasks, batch, out var confusion);
         log("task probe per layer: " + string.Join(", ", probe.Select(a => a.ToString("F1", c))));
 
-        var oracle = Oracle(zoo, lambda, test, batch);
-        var oraclePapers = Oracle(zoo, 0.3, test, batch);
+        var oracle = Oracle(zoo, taskArithmetic, test, batch);
+        List<double> oraclePapers;
+        if (lambda == 0.3)
+        {
+            oraclePapers = oracle;
+        }
+        else
+        {
+            using var papers = ModelMerging.TaskArithmetic(zoo.Pretrained, zoo.Experts, 0.3);
+            oraclePapers = Oracle(zoo, papers, test, batch);
+        }
+
         log(string.Create(c, $"oracle routing: {oracle.Average():F1}% (rest at λ = {lambda}), {oraclePapers.Average():F1}% (rest at λ = 0.3)"));
 
         double minGain = individual.Zip(zeroShot, (e, z) => e - z).Min();
@@ -196,12 +206,11 @@ public static class WorldPremises
     }
 
     /// <summary>
-    /// Oracle routing: for task t, the task-arithmetic merge at <paramref name="lambda"/> with every MLP's weights replaced
+    /// Oracle routing: for task t, the task-arithmetic merge <paramref name="merged"/> with every MLP's weights replaced
     /// by expert t's (θ_0 + τ_t, the one-hot routing), evaluated on task t's test split (percent per task).
     /// </summary>
-    private static List<double> Oracle(WorldZoo zoo, double lambda, IReadOnlyList<ClassificationTask> test, int batchSize)
+    private static List<double> Oracle(WorldZoo zoo, ClipVisionModel merged, IReadOnlyList<ClassificationTask> test, int batchSize)
     {
-        using var merged = ModelMerging.TaskArithmetic(zoo.Pretrained, zoo.Experts, lambda);
         var mergedWeights = merged.state_dict();
         var result = new List<double>();
         for (int t = 0; t < test.Count; t++)
