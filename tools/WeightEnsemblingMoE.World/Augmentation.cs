@@ -10,6 +10,9 @@ public sealed record Augmentation(byte[] Background, byte[] Foreground, double S
     /// <summary>Whether the colours are the sources' own (<see cref="AugmentationOptions.NativeColours"/>): grey sets are then drawn white on black.</summary>
     public bool NativeColours { get; init; }
 
+    /// <summary>Whether the colours are a source's own ink and paper (<see cref="SourceSpec.Ink"/>): grey sets then keep them.</summary>
+    public bool SourceColours { get; init; }
+
     /// <summary>Draws the choices for one rendering from <paramref name="seed"/> (the same seed gives the same choices).</summary>
     public static Augmentation FromSeed(int seed, AugmentationOptions options)
     {

@@ -35,7 +35,7 @@ public static class ImageRenderer
     {
         ArgumentNullException.ThrowIfNull(grey);
         ArgumentNullException.ThrowIfNull(augmentation);
-        if (augmentation.NativeColours)
+        if (augmentation.NativeColours && !augmentation.SourceColours)
         {
             // As published: white ink on black.
             augmentation = augmentation with { Background = [0, 0, 0], Foreground = [255, 255, 255] };

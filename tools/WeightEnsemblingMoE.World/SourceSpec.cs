@@ -29,4 +29,26 @@ public sealed class SourceSpec
 
     /// <summary>At most this many items (after a seeded shuffle), 0 for all. The default value is 0.</summary>
     public int MaxItems { get; set; }
+
+    /// <summary>
+    /// With <c>augmentation.nativeColours</c>: the ink this source's monochrome drawings (icons, glyphs, grey images) are
+    /// drawn in, <c>#rrggbb</c>; null for the default (black ink, or white on black for grey sets). Different inks and
+    /// papers give each source its own image statistics, as the papers' datasets have.
+    /// </summary>
+    public string? Ink { get; set; }
+
+    /// <summary>With <c>augmentation.nativeColours</c>: the background (<c>#rrggbb</c>); null for the default (white, or black for grey sets).</summary>
+    public string? Paper { get; set; }
+
+    /// <summary>
+    /// The share of this source's items kept for the pre-training pool, overriding <c>pretraining.poolFraction</c>; null
+    /// for that default. 0 keeps the source out of the pool even when listed there.
+    /// </summary>
+    public double? PoolFraction { get; set; }
+
+    /// <summary>
+    /// emoji-datasource: the items are the single-skin-tone variations of the emoji that have them (attribute
+    /// <c>tone</c>: light, medium-light, medium, medium-dark, dark) rather than the emoji themselves. The default value is false.
+    /// </summary>
+    public bool SkinTones { get; set; }
 }

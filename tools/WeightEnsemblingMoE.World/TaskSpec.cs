@@ -9,10 +9,14 @@ public sealed class TaskSpec
     /// <summary>The sources its items come from.</summary>
     public List<string> Sources { get; set; } = [];
 
-    /// <summary>The item attribute that is the label (e.g. <c>category</c>, <c>continent</c>, <c>set</c>, <c>character</c>, <c>label</c>).</summary>
+    /// <summary>
+    /// The item attribute that is the label (e.g. <c>category</c>, <c>continent</c>, <c>set</c>, <c>character</c>,
+    /// <c>tone</c>, <c>label</c>), or <c>name</c>: the class keys are then regular expressions matched against the item's
+    /// name (words, e.g. <c>arrow big up</c>), the first matching class in order wins.
+    /// </summary>
     public string Label { get; set; } = "";
 
-    /// <summary>Attribute value → class name for zero-shot prompts, in class order; items with other values are left out.</summary>
+    /// <summary>Attribute value (or name pattern) → class name for zero-shot prompts, in class order; items of no class are left out.</summary>
     public Dictionary<string, string> Classes { get; set; } = [];
 
     /// <summary>Prompt templates, each with one <c>{}</c> for the class name.</summary>

@@ -17,13 +17,16 @@ namespace WeightEnsembling.World;
 
 /// <summary>
 /// Builds the world in stages, each in its own folder under the output with a <c>.stage</c> file holding the SHA-256 of
-/// its inputs (its config sections and the hash of the stage before it): <c>data</c> (images), <c>tokenizer</c> (BPE),
-/// <c>pretrained</c> (the tiny CLIP, an HF folder with its tokenizer files), <c>zoo</c> (zero-shot heads, experts,
-/// <c>summary.json</c>). A stage whose hash matches is skipped; a stage is built in a temporary folder and renamed.
+/// its inputs (its config sections and the hash of the stage before it): <c>pool</c> (the pre-training image-caption
+/// pairs), <c>tokenizer</c> (BPE on the pool's captions), <c>pretrained</c> (the tiny CLIP, an HF folder with its
+/// tokenizer files; built after <c>data</c>, so a task that cannot be drawn fails before the long pre-training),
+/// <c>data</c> (the tasks' images, checked disjoint from the pool), <c>zoo</c> (zero-shot heads,
+/// experts, <c>summary.json</c>). The first three do not depend on the tasks, so another task mix reuses the
+/// pre-trained model. A stage whose hash matches is skipped; a stage is built in a temporary folder and renamed.
 /// </summary>
 public sealed class WorldBuilder
 {
-    private const string Version = "world-2";
+    private const string Version = "world-3";
     private readonly WorldConfig _config;
     private readonly string _output;
     private readonly NpmPackageCache _cache;
@@ -49,13 +52,17 @@ public sealed class WorldBuilder
     public WorldSummary Build()
     {
         var watch = Stopwatch.StartNew();
-        string data = Stage("data", Hash(Version, _config.Seed, _config.ImageSize, _config.Packages, _config.Sources, _config.Augmentation,
-            new { _config.Pretraining.Sources, _config.Pretraining.PoolFraction, _config.Pretraining.Pairs, _config.Pretraining.Captions }, _config.Tasks,
-            LocalInputs()), WriteData);
-        string tokenizer = Stage("tokenizer", Hash(Hashes["data"], _config.Model.VocabSize, _config.Model.ContextLength), WriteTokenizer);
+        var poolSources = PoolSources();
+        string pool = Stage("pool", Hash(Version, _config.Seed, _config.ImageSize, Pinned(poolSources), SourceSpecs(poolSources), _config.Augmentation,
+            new { _config.Pretraining.Sources, _config.Pretraining.PoolFraction, _config.Pretraining.Pairs, _config.Pretraining.Captions },
+            LocalInputs(poolSources)), folder => _log(WorldData.WritePool(_config, LoadSources(poolSources), folder)));
+        string tokenizer = Stage("tokenizer", Hash(Hashes["pool"], _config.Model.VocabSize, _config.Model.ContextLength), WriteTokenizer);
+        var taskSources = _config.Tasks.SelectMany(t => t.Sources).Distinct().ToList();
+        string data = Stage("data", Hash(Hashes["pool"], Pinned(taskSources), SourceSpecs(taskSources), _config.Augmentation, _config.Tasks, LocalInputs(taskSources)),
+            folder => WriteTasks(folder, pool, taskSources));
         string pretrained = Stage("pretrained", Hash(Hashes["tokenizer"], _config.Model, _config.Pretraining.Steps, _config.Pretraining.BatchSize, _config.Pretraining.LearningRate),
-            folder => WritePretrained(folder, data, tokenizer));
-        string zoo = Stage("zoo", Hash(Hashes["pretrained"], _config.FineTuning), folder => WriteZoo(folder, data, pretrained));
+            folder => WritePretrained(folder, pool, tokenizer));
+        string zoo = Stage("zoo", Hash(Hashes["pretrained"], Hashes["data"], _config.FineTuning), folder => WriteZoo(folder, data, pretrained));
         _log($"world built in {watch.Elapsed.TotalSeconds:F0} s (stages built: {(Built.Count == 0 ? "none" : string.Join(", ", Built))})");
         return JsonSerializer.Deserialize<WorldSummary>(File.ReadAllText(Path.Combine(zoo, "summary.json")))!;
     }
@@ -107,10 +114,10 @@ public sealed class WorldBuilder
     /// What the data reads besides the pinned packages: the SHA-256 of each idx file and of each local package folder's
     /// files, and the fonts fc-list gives for the fonts sources (file, size), so a changed input rebuilds the data.
     /// </summary>
-    private List<string> LocalInputs()
+    private List<string> LocalInputs(IEnumerable<string> names)
     {
         var inputs = new List<string>();
-        foreach (var (name, source) in _config.Sources.OrderBy(s => s.Key, StringComparer.Ordinal))
+        foreach (var (name, source) in _config.Sources.Where(s => names.Contains(s.Key)).OrderBy(s => s.Key, StringComparer.Ordinal))
         {
             var files = source.Kind switch
             {
@@ -136,11 +143,25 @@ public sealed class WorldBuilder
         return package.Path is { } local ? _config.Resolve(local) : _cache.Get(package);
     }
 
-    private void WriteData(string folder)
+    /// <summary>The pool's sources: those listed under <c>pretraining.sources</c>, in that order.</summary>
+    private List<string> PoolSources() => _config.Pretraining.Sources.Distinct().ToList();
+
+    /// <summary>The config sections of the named sources (what a stage built from them depends on).</summary>
+    private SortedDictionary<string, SourceSpec> SourceSpecs(IEnumerable<string> names) =>
+        new(names.Distinct().ToDictionary(n => n, n => _config.Sources[n]), StringComparer.Ordinal);
+
+    /// <summary>The pinned packages the named sources read.</summary>
+    private List<NpmPackage> Pinned(IEnumerable<string> names)
     {
-        var used = _config.Pretraining.Sources.Concat(_config.Tasks.SelectMany(t => t.Sources)).Distinct().ToList();
+        var used = names.Select(n => _config.Sources[n].Package).Where(p => p is not null).ToHashSet();
+        return _config.Packages.Where(p => used.Contains(p.Name)).ToList();
+    }
+
+    /// <summary>Loads the named sources' items (each cut to its <c>maxItems</c> by a seeded choice).</summary>
+    private Dictionary<string, List<WorldItem>> LoadSources(IEnumerable<string> names)
+    {
         var sources = new Dictionary<string, List<WorldItem>>();
-        foreach (string name in used)
+        foreach (string name in names)
         {
             var items = WorldSources.Load(name, _config.Sources[name], _config, PackageFolder);
             int max = _config.Sources[name].MaxItems;
@@ -150,36 +171,38 @@ public sealed class WorldBuilder
             _log($"source {name}: {sources[name].Count} items");
         }
 
-        foreach (string line in WorldData.Write(_config, sources, folder))
+        return sources;
+    }
+
+    private void WriteTasks(string folder, string pool, List<string> taskSources)
+    {
+        foreach (string line in WorldData.WriteTasks(_config, LoadSources(taskSources), WorldData.PoolHashes(pool), folder))
         {
             _log(line);
         }
     }
 
-    /// <summary>The texts the vocabulary learns from: the pool's captions and every task's prompts.</summary>
-    private List<string> Texts(string data)
-    {
-        var texts = File.ReadLines(Path.Combine(data, "pretrain", "captions.jsonl"))
-            .Select(l => JsonDocument.Parse(l).RootElement.GetProperty("caption").GetString()!).ToList();
-        texts.AddRange(_config.Tasks.SelectMany(t => t.Classes.Values.SelectMany(c => t.Templates.Select(p => p.Replace("{}", c, StringComparison.Ordinal)))));
-        return texts;
-    }
+    /// <summary>
+    /// The texts the vocabulary learns from: the pool's captions only (as CLIP's vocabulary was learned on its own
+    /// corpus, not on the downstream prompts), so the tokenizer and the pre-trained model do not depend on the tasks.
+    /// </summary>
+    private static List<string> Texts(string pool) =>
+        File.ReadLines(Path.Combine(pool, "captions.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("caption").GetString()!).ToList();
 
     private void WriteTokenizer(string folder)
     {
-        string data = Path.Combine(_output, "data");
-        int size = BpeTrainer.Train(Texts(data), _config.Model.VocabSize, _config.Model.ContextLength, folder);
-        _log($"tokenizer: {size} tokens learned on the captions and prompts");
+        int size = BpeTrainer.Train(Texts(Path.Combine(_output, "pool")), _config.Model.VocabSize, _config.Model.ContextLength, folder);
+        _log($"tokenizer: {size} tokens learned on the pool's captions");
     }
 
-    private void WritePretrained(string folder, string data, string tokenizerFolder)
+    private void WritePretrained(string folder, string pool, string tokenizerFolder)
     {
         torch.manual_seed(_config.Seed);
         var tokenizer = ClipTokenizer.FromPretrained(tokenizerFolder, _config.Model.ContextLength);
         var config = _config.Model.ToClipConfig(_config.ImageSize, tokenizer.VocabSize);
         using var clip = new ClipModel(config);
-        var lines = File.ReadLines(Path.Combine(data, "pretrain", "captions.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
-        using var images = Processor(_config.ImageSize).Preprocess(lines.Select(l => ImageDecoder.Default.Decode(Path.Combine(data, "pretrain", l.GetProperty("file").GetString()!))).ToList());
+        var lines = File.ReadLines(Path.Combine(pool, "captions.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        using var images = Processor(_config.ImageSize).Preprocess(lines.Select(l => ImageDecoder.Default.Decode(Path.Combine(pool, l.GetProperty("file").GetString()!))).ToList());
         using var ids = tokenizer.EncodeBatch(lines.Select(l => l.GetProperty("caption").GetString()!).ToList(), out var mask);
         using (mask)
         {

@@ -113,6 +113,24 @@ public sealed class WorldConfig
             {
                 throw new InvalidDataException($"sources.{name}: a fonts source needs families and characters.");
             }
+
+            foreach (var (field, colour) in new[] { ("ink", source.Ink), ("paper", source.Paper) })
+            {
+                if (colour is not null && !System.Text.RegularExpressions.Regex.IsMatch(colour, "^#[0-9a-fA-F]{6}$"))
+                {
+                    throw new InvalidDataException($"sources.{name}.{field} '{colour}' is not a colour of the form #rrggbb.");
+                }
+            }
+
+            if (source.PoolFraction is { } fraction && (fraction < 0 || fraction >= 1))
+            {
+                throw new InvalidDataException($"sources.{name}.poolFraction {fraction} must be in [0, 1).");
+            }
+
+            if (source.SkinTones && source.Kind != "emoji-datasource")
+            {
+                throw new InvalidDataException($"sources.{name}.skinTones applies to emoji-datasource sources only.");
+            }
         }
 
         foreach (string source in Pretraining.Sources.Where(s => !Sources.ContainsKey(s)))
@@ -159,6 +177,21 @@ public sealed class WorldConfig
             if (task.Sources.Count == 0 || task.Classes.Count < 2 || task.Templates.Count == 0 || string.IsNullOrEmpty(task.Label))
             {
                 throw new InvalidDataException($"{at}: a task needs sources, a label, at least two classes and a template.");
+            }
+
+            if (task.Label == "name")
+            {
+                foreach (string pattern in task.Classes.Keys)
+                {
+                    try
+                    {
+                        _ = new System.Text.RegularExpressions.Regex(pattern, System.Text.RegularExpressions.RegexOptions.None, TimeSpan.FromSeconds(1));
+                    }
+                    catch (ArgumentException e)
+                    {
+                        throw new InvalidDataException($"{at}.classes: '{pattern}' is not a regular expression (label: name matches class keys against item names): {e.Message}");
+                    }
+                }
             }
 
             if (task.SplitBy is not ("item" or "render"))

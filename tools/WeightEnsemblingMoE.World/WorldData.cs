@@ -1,43 +1,89 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using WeightEnsembling.Images;
 
 namespace WeightEnsembling.World;
 
 /// <summary>
-/// Draws the world's images from the sources and writes them: each task as image folders
-/// (<c>tasks/TASK/SPLIT/NN-class/NNNNN.png</c>, readable by <see cref="Data.ImageFolderDataset"/>, class folders in class
-/// order) with <c>tasks/TASK/task.json</c> (class names, templates) and <c>tasks/TASK/SPLIT.jsonl</c> (each file's item and SHA-256), and the pre-training pool as
-/// <c>pretrain/images/NNNNN.png</c> with <c>pretrain/captions.jsonl</c>. Each pool source keeps a seeded share of its
-/// items for the pool; tasks use the rest; then the content hashes are checked (<see cref="Disjointness"/>).
+/// Draws the world's images from the sources and writes them, in two parts built by separate stages: the pre-training
+/// pool (<see cref="WritePool"/>: <c>images/NNNNNN.png</c> with <c>captions.jsonl</c>) and the tasks
+/// (<see cref="WriteTasks"/>: <c>tasks/TASK/SPLIT/NN-class/NNNNN.png</c>, readable by <see cref="Data.ImageFolderDataset"/>,
+/// class folders in class order, with <c>tasks/TASK/task.json</c> (class names, templates) and
+/// <c>tasks/TASK/SPLIT.jsonl</c> (each file's item and SHA-256)). Each pool source keeps a seeded share of its items for
+/// the pool (<see cref="Partition"/>); tasks use the rest; the tasks' content hashes are checked against the pool's
+/// (<see cref="Disjointness"/>). The pool does not depend on the tasks, so another task mix reuses the pre-trained model.
 /// </summary>
 public static class WorldData
 {
     public static readonly string[] Splits = ["train", "val", "test"];
 
-    /// <summary>Writes the data into <paramref name="output"/> (created); returns a one-line summary per part.</summary>
-    public static List<string> Write(WorldConfig config, IReadOnlyDictionary<string, List<WorldItem>> sources, string output)
+    /// <summary>
+    /// Splits one source's items between the pool and the tasks: a seeded shuffle, then the source's pool share
+    /// (<see cref="SourceSpec.PoolFraction"/>, else <c>pretraining.poolFraction</c>; none if the source is not a pool source).
+    /// </summary>
+    public static (List<WorldItem> Pool, List<WorldItem> Tasks) Partition(WorldConfig config, string name, IReadOnlyList<WorldItem> items)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(items);
+        var shuffled = Shuffle(items, StableSeed(config.Seed, "source", name));
+        double fraction = config.Sources.TryGetValue(name, out var spec) && spec.PoolFraction is { } own ? own : config.Pretraining.PoolFraction;
+        int reserved = config.Pretraining.Sources.Contains(name) ? (int)Math.Round(shuffled.Count * fraction) : 0;
+        return (shuffled.Take(reserved).ToList(), shuffled.Skip(reserved).ToList());
+    }
+
+    /// <summary>
+    /// The index of <paramref name="item"/>'s class in <paramref name="task"/>, or -1 if it has none: the class whose key
+    /// equals the item's <c>label</c> attribute, or with <c>label: name</c>, the first class whose key (a regular
+    /// expression) matches the item's name.
+    /// </summary>
+    public static int ClassOf(TaskSpec task, WorldItem item)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        ArgumentNullException.ThrowIfNull(item);
+        int index = 0;
+        foreach (string key in task.Classes.Keys)
+        {
+            bool match = task.Label == "name"
+                ? Regex.IsMatch(item.Name, key, RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1))
+                : item.Attributes.TryGetValue(task.Label, out string? value) && value == key;
+            if (match)
+            {
+                return index;
+            }
+
+            index++;
+        }
+
+        return -1;
+    }
+
+    /// <summary>
+    /// Writes the tasks' images into <paramref name="output"/> from the task share of each source and checks them against
+    /// the pool's content hashes (<paramref name="poolHashes"/>: hash → file); returns a one-line summary per task.
+    /// </summary>
+    public static List<string> WriteTasks(WorldConfig config, IReadOnlyDictionary<string, List<WorldItem>> sources, IReadOnlyDictionary<string, string> poolHashes, string output)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(sources);
+        ArgumentNullException.ThrowIfNull(poolHashes);
         var log = new List<string>();
-        var poolItems = new List<WorldItem>();
-        var taskItems = new Dictionary<string, List<WorldItem>>();
-        foreach (var (name, items) in sources)
-        {
-            var shuffled = Shuffle(items, StableSeed(config.Seed, "source", name));
-            int reserved = config.Pretraining.Sources.Contains(name) ? (int)Math.Round(shuffled.Count * config.Pretraining.PoolFraction) : 0;
-            poolItems.AddRange(shuffled.Take(reserved));
-            taskItems[name] = shuffled.Skip(reserved).ToList();
-        }
-
+        var taskItems = sources.ToDictionary(s => s.Key, s => Partition(config, s.Key, s.Value).Tasks);
         var taskHashes = new Dictionary<string, IReadOnlyDictionary<string, string>>();
         foreach (var task in config.Tasks)
         {
             var classes = task.Classes.ToList();
-            var byClass = classes.Select(c => task.Sources.SelectMany(s => taskItems[s])
-                .Where(i => i.Attributes.TryGetValue(task.Label, out string? v) && v == c.Key).ToList()).ToList();
+            var byClass = classes.Select(_ => new List<WorldItem>()).ToList();
+            foreach (var item in task.Sources.SelectMany(s => taskItems[s]))
+            {
+                int c = ClassOf(task, item);
+                if (c >= 0)
+                {
+                    byClass[c].Add(item);
+                }
+            }
+
             for (int c = 0; c < classes.Count; c++)
             {
                 int needed = task.SplitBy == "item" ? 3 : 1;
@@ -98,13 +144,38 @@ public static class WorldData
 
             var meta = new { name = task.Name, classNames = classes.Select(c => c.Value).ToArray(), templates = task.Templates, label = task.Label, splitBy = task.SplitBy };
             File.WriteAllText(Path.Combine(output, "tasks", task.Name, "task.json"), JsonSerializer.Serialize(meta, new JsonSerializerOptions { WriteIndented = true }));
-            log.Add($"{task.Name}: {classes.Count} classes, {byClass.Sum(b => b.Count)} items, {task.Train}/{task.Val}/{task.Test} images");
+            log.Add($"{task.Name}: {classes.Count} classes, {byClass.Sum(b => b.Count)} items ({string.Join(", ", byClass.Select(b => b.Count))}), {task.Train}/{task.Val}/{task.Test} images");
         }
 
-        var poolHashes = WritePool(config, poolItems, output);
         Disjointness.Check(poolHashes, taskHashes);
-        log.Add($"pool: {config.Pretraining.Pairs} pairs from {poolItems.Count} items; disjoint from every task split by content hash");
+        log.Add($"tasks: disjoint from the pool's {poolHashes.Count} images by content hash");
         return log;
+    }
+
+    /// <summary>
+    /// Writes the pre-training pool into <paramref name="output"/>: <c>images/NNNNNN.png</c> and <c>captions.jsonl</c>
+    /// (file, caption, item key, SHA-256), from the pool share of each pool source; returns a one-line summary.
+    /// </summary>
+    public static string WritePool(WorldConfig config, IReadOnlyDictionary<string, List<WorldItem>> sources, string output)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(sources);
+        var poolItems = sources.SelectMany(s => Partition(config, s.Key, s.Value).Pool).ToList();
+        WritePool(config, poolItems, output);
+        return $"pool: {config.Pretraining.Pairs} pairs from {poolItems.Count} items";
+    }
+
+    /// <summary>The pool's content hashes (hash → file) as <see cref="WritePool(WorldConfig, IReadOnlyDictionary{string, List{WorldItem}}, string)"/> recorded them.</summary>
+    public static Dictionary<string, string> PoolHashes(string poolFolder)
+    {
+        var hashes = new Dictionary<string, string>();
+        foreach (string line in File.ReadLines(Path.Combine(poolFolder, "captions.jsonl")))
+        {
+            var entry = JsonDocument.Parse(line).RootElement;
+            hashes.TryAdd(entry.GetProperty("sha256").GetString()!, entry.GetProperty("file").GetString()!);
+        }
+
+        return hashes;
     }
 
     /// <summary>The class folder's name: the class index (so folder order is class order) and a slug of the name.</summary>
@@ -121,7 +192,7 @@ public static class WorldData
         return BitConverter.ToInt32(bytes, 0) & int.MaxValue;
     }
 
-    private static Dictionary<string, string> WritePool(WorldConfig config, List<WorldItem> poolItems, string output)
+    private static void WritePool(WorldConfig config, List<WorldItem> poolItems, string output)
     {
         if (poolItems.Count == 0)
         {
@@ -130,10 +201,9 @@ public static class WorldData
 
         var bySource = poolItems.GroupBy(i => i.Source).Select(g => g.ToList()).ToList();
         var random = new Random(StableSeed(config.Seed, "pool"));
-        var hashes = new Dictionary<string, string>();
-        string folder = Path.Combine(output, "pretrain", "images");
+        string folder = Path.Combine(output, "images");
         Directory.CreateDirectory(folder);
-        using var captions = new StreamWriter(Path.Combine(output, "pretrain", "captions.jsonl"));
+        using var captions = new StreamWriter(Path.Combine(output, "captions.jsonl"));
         for (int i = 0; i < config.Pretraining.Pairs; i++)
         {
             // Sources in turn (each source equally often), a random item, a random caption template.
@@ -142,14 +212,11 @@ public static class WorldData
             var templates = config.Pretraining.Captions.GetValueOrDefault(item.Source) ?? config.Pretraining.Captions.GetValueOrDefault("default") ?? ["{}"];
             string caption = templates[random.Next(templates.Count)].Replace("{}", item.Name, StringComparison.Ordinal);
             var image = item.Render(Augmentation.FromSeed(StableSeed(config.Seed, "pool", i.ToString(System.Globalization.CultureInfo.InvariantCulture)), config.Augmentation), config.ImageSize);
-            string file = Path.Combine("pretrain", "images", $"{i:D6}.png");
+            string file = Path.Combine("images", $"{i:D6}.png");
             WritePng(Path.Combine(output, file), image);
             string hash = Disjointness.Hash(image);
-            hashes.TryAdd(hash, file);
             captions.WriteLine(JsonSerializer.Serialize(new { file = $"images/{i:D6}.png", caption, key = item.Key, sha256 = hash }));
         }
-
-        return hashes;
     }
 
     private static void WritePng(string path, RgbImage image)

@@ -19,7 +19,7 @@ public static class WorldSources
         var items = spec.Kind switch
         {
             "iconify" => Iconify(name, packageFolder(spec.Package!)),
-            "emoji-datasource" => EmojiDatasource(name, packageFolder(spec.Package!), spec.Set ?? "twitter"),
+            "emoji-datasource" => EmojiDatasource(name, packageFolder(spec.Package!), spec.Set ?? "twitter", spec.SkinTones),
             "flag-icons" => FlagIcons(name, packageFolder(spec.Package!)),
             "fonts" => Fonts(name, spec.Families, spec.Characters),
             "idx" => Idx(name, spec, config),
@@ -30,7 +30,33 @@ public static class WorldSources
             throw new InvalidDataException($"sources.{name} ({spec.Kind}) has no items.");
         }
 
-        return items;
+        return spec.Ink is null && spec.Paper is null ? items : items.Select(i => WithColours(i, spec)).ToList();
+    }
+
+    /// <summary>
+    /// The item drawn in its source's ink and paper when the augmentation asks for native colours (other
+    /// augmentations keep their random colours).
+    /// </summary>
+    public static WorldItem WithColours(WorldItem item, SourceSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(item);
+        ArgumentNullException.ThrowIfNull(spec);
+        byte[]? ink = spec.Ink is null ? null : ParseColour(spec.Ink);
+        byte[]? paper = spec.Paper is null ? null : ParseColour(spec.Paper);
+        return new WorldItem(item.Source, item.Key, item.Name, item.Attributes, (a, size) => item.Render(
+            a.NativeColours ? a with { Foreground = ink ?? a.Foreground, Background = paper ?? a.Background, SourceColours = true } : a, size));
+    }
+
+    /// <summary>Parses <c>#rrggbb</c> into red, green and blue bytes.</summary>
+    public static byte[] ParseColour(string hex)
+    {
+        ArgumentNullException.ThrowIfNull(hex);
+        if (hex.Length != 7 || hex[0] != '#' || !int.TryParse(hex.AsSpan(1), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out int rgb))
+        {
+            throw new InvalidDataException($"'{hex}' is not a colour of the form #rrggbb.");
+        }
+
+        return [(byte)(rgb >> 16), (byte)(rgb >> 8), (byte)rgb];
     }
 
     /// <summary>An Iconify JSON set: <c>icons.json</c> (each icon's SVG body) and <c>metadata.json</c> (categories, when the set has them).</summary>
@@ -87,42 +113,74 @@ public static class WorldSources
         return items;
     }
 
-    /// <summary>emoji-datasource: <c>emoji.json</c> (name, category, subcategory) and the set's 64 px PNGs.</summary>
-    public static List<WorldItem> EmojiDatasource(string name, string folder, string set)
+    /// <summary>emoji-datasource: <c>emoji.json</c> (name, category, subcategory) and the set's 64 px PNGs; with <paramref name="skinTones"/>, the single-skin-tone variations instead (attribute <c>tone</c>).</summary>
+    public static List<WorldItem> EmojiDatasource(string name, string folder, string set, bool skinTones = false)
     {
         string path = Path.Combine(folder, "emoji.json");
         using var json = JsonDocument.Parse(File.ReadAllText(path));
         var items = new List<WorldItem>();
         foreach (var emoji in json.RootElement.EnumerateArray())
         {
-            if (!emoji.TryGetProperty($"has_img_{set}", out var has) || !has.GetBoolean())
+            string words = (emoji.GetProperty("name").GetString() ?? emoji.GetProperty("short_name").GetString()!).ToLowerInvariant();
+            string category = emoji.GetProperty("category").GetString()!;
+            string subcategory = emoji.GetProperty("subcategory").GetString()!;
+            if (!skinTones)
+            {
+                AddEmoji(emoji, emoji.GetProperty("unified").GetString()!, words, new Dictionary<string, string> { ["category"] = category, ["subcategory"] = subcategory });
+                continue;
+            }
+
+            if (!emoji.TryGetProperty("skin_variations", out var variations))
             {
                 continue;
             }
 
-            string image = Path.Combine(folder, "img", set, "64", emoji.GetProperty("image").GetString()!);
+            foreach (var variation in variations.EnumerateObject())
+            {
+                // Single-tone variations only (keys like 1F3FD; two-person emoji also have 1F3FB-1F3FC).
+                if (!SkinToneNames.TryGetValue(variation.Name, out string? tone))
+                {
+                    continue;
+                }
+
+                AddEmoji(variation.Value, variation.Value.GetProperty("unified").GetString()!, $"{words} {tone} skin tone",
+                    new Dictionary<string, string> { ["category"] = category, ["subcategory"] = subcategory, ["tone"] = tone });
+            }
+        }
+
+        return items;
+
+        void AddEmoji(JsonElement entry, string unified, string words, Dictionary<string, string> attributes)
+        {
+            if (!entry.TryGetProperty($"has_img_{set}", out var has) || !has.GetBoolean())
+            {
+                return;
+            }
+
+            string image = Path.Combine(folder, "img", set, "64", entry.GetProperty("image").GetString()!);
             if (!File.Exists(image))
             {
-                continue;
+                return;
             }
 
-            string words = (emoji.GetProperty("name").GetString() ?? emoji.GetProperty("short_name").GetString()!).ToLowerInvariant();
-            var attributes = new Dictionary<string, string>
-            {
-                ["category"] = emoji.GetProperty("category").GetString()!,
-                ["subcategory"] = emoji.GetProperty("subcategory").GetString()!,
-            };
-            items.Add(new WorldItem(name, $"{name}:{emoji.GetProperty("unified").GetString()}", words, attributes, (a, size) =>
+            items.Add(new WorldItem(name, $"{name}:{unified}", words, attributes, (a, size) =>
             {
                 using var bitmap = SKBitmap.Decode(image) ?? throw new InvalidDataException($"'{image}' is not a decodable image.");
                 return ImageRenderer.Bitmap(bitmap, a, size);
             }));
         }
-
-        return items;
     }
 
-    /// <summary>flag-icons: <c>country.json</c> (name, continent) and the 4×3 SVG flags.</summary>
+    /// <summary>The Unicode skin-tone modifiers (Fitzpatrick types 1-2 to 6) by the code emoji-datasource keys them with.</summary>
+    public static readonly IReadOnlyDictionary<string, string> SkinToneNames = new Dictionary<string, string>
+    {
+        ["1F3FB"] = "light",
+        ["1F3FC"] = "medium-light",
+        ["1F3FD"] = "medium",
+        ["1F3FE"] = "medium-dark",
+        ["1F3FF"] = "dark",
+    };
+
     public static List<WorldItem> FlagIcons(string name, string folder)
     {
         string path = Path.Combine(folder, "country.json");

@@ -27,7 +27,7 @@ public sealed class WorldBuildTests
         _config = WorldConfig.Load(Path.Combine(AppContext.BaseDirectory, "Fixtures", "World", "tiny.yaml"));
         var builder = new WorldBuilder(_config, _output, Path.Combine(_output, "cache"), _log.Add);
         _summary = builder.Build();
-        Assert.That(builder.Built, Is.EqualTo(new[] { "data", "tokenizer", "pretrained", "zoo" }));
+        Assert.That(builder.Built, Is.EqualTo(new[] { "pool", "tokenizer", "data", "pretrained", "zoo" }));
     }
 
     [OneTimeTearDown]
@@ -57,14 +57,14 @@ public sealed class WorldBuildTests
     public void Data_PoolIsDisjointFromEveryTaskImageByContentHash()
     {
         string data = Path.Combine(_output, "data");
-        var pool = Directory.GetFiles(Path.Combine(data, "pretrain", "images")).Select(HashOf).ToHashSet();
+        var pool = Directory.GetFiles(Path.Combine(_output, "pool", "images")).Select(HashOf).ToHashSet();
         var tasks = Directory.GetFiles(Path.Combine(data, "tasks"), "*.png", SearchOption.AllDirectories).Select(HashOf).ToList();
 
         Assert.That(pool, Has.Count.GreaterThan(50));
         Assert.That(tasks, Has.Count.EqualTo((320 + 16 + 64) + (64 + 16 + 32)));
         Assert.That(tasks.Where(pool.Contains), Is.Empty);
         // And by item: no caption's item key is a task item (the pool keeps its own share of each source).
-        var poolKeys = File.ReadLines(Path.Combine(data, "pretrain", "captions.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("key").GetString()).ToHashSet();
+        var poolKeys = File.ReadLines(Path.Combine(_output, "pool", "captions.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("key").GetString()).ToHashSet();
         var taskKeys = Directory.GetFiles(Path.Combine(data, "tasks"), "*.jsonl", SearchOption.AllDirectories)
             .SelectMany(File.ReadLines).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("key").GetString()).ToHashSet();
         Assert.That(poolKeys, Has.Count.GreaterThan(10));
@@ -173,7 +173,27 @@ public sealed class WorldBuildTests
         var again = new WorldBuilder(config, output, copy.File("cache"), _ => { });
         again.Build();
 
-        Assert.That(again.Built, Is.EqualTo(new[] { "data", "tokenizer", "pretrained", "zoo" }));
+        Assert.That(again.Built, Is.EqualTo(new[] { "pool", "tokenizer", "data", "pretrained", "zoo" }));
+    }
+
+    [Test]
+    public void Rebuild_AnotherTaskMix_ReusesThePoolTokenizerAndPretrainedModel()
+    {
+        var task = _config.Tasks.Single(t => t.Name == "mdi-category");
+        int test = task.Test;
+        task.Test = 24;
+        try
+        {
+            var changed = new WorldBuilder(_config, _output, Path.Combine(_output, "cache"), _ => { });
+            changed.Build();
+            Assert.That(changed.Built, Is.EqualTo(new[] { "data", "zoo" }));
+            Assert.That(Directory.GetFiles(Path.Combine(_output, "data", "tasks", "mdi-category", "test"), "*.png", SearchOption.AllDirectories), Has.Length.EqualTo(24));
+        }
+        finally
+        {
+            task.Test = test;
+            new WorldBuilder(_config, _output, Path.Combine(_output, "cache"), _ => { }).Build();
+        }
     }
 
     [Test]
