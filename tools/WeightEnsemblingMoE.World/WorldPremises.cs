@@ -57,6 +57,8 @@ public static class WorldPremises
         }
 
         log(string.Create(c, $"oracle routing: {oracle.Average():F1}% (rest at λ = {lambda}), {oraclePapers.Average():F1}% (rest at λ = 0.3)"));
+        var attribution = OracleAttribution(zoo, taskArithmetic, test, batch);
+        log("oracle routing plus one more group from the own expert: " + string.Join(", ", attribution.Select(a => string.Create(c, $"{a.Group} {a.Accuracy.Average():F1}%"))));
 
         double minGain = individual.Zip(zeroShot, (e, z) => e - z).Min();
         int layersAbove = probe.Count(a => a >= 90);
@@ -80,6 +82,7 @@ public static class WorldPremises
             ProbeConfusion = confusion,
             Oracle = oracle,
             OraclePapersLambda = oraclePapers,
+            OracleAttribution = attribution.ToDictionary(a => a.Group, a => (IReadOnlyList<double>)a.Accuracy),
             Premises = premises,
         };
     }
@@ -209,14 +212,36 @@ public static class WorldPremises
     /// Oracle routing: for task t, the task-arithmetic merge <paramref name="merged"/> with every MLP's weights replaced
     /// by expert t's (θ_0 + τ_t, the one-hot routing), evaluated on task t's test split (percent per task).
     /// </summary>
-    private static List<double> Oracle(WorldZoo zoo, ClipVisionModel merged, IReadOnlyList<ClassificationTask> test, int batchSize)
+    private static List<double> Oracle(WorldZoo zoo, ClipVisionModel merged, IReadOnlyList<ClassificationTask> test, int batchSize) =>
+        Oracle(zoo, merged, test, batchSize, key => key.Contains(".mlp.", StringComparison.Ordinal));
+
+    /// <summary>
+    /// Where the oracle's gap to the experts lies: oracle routing with, besides the MLPs, one more group of parameters
+    /// taken from the image's own expert instead of the merge (attention, the layers' norms, the embeddings with the
+    /// pre-norm, the post-norm with the projection); percent per task, by group. A group that closes most of the gap
+    /// is where the tasks' vectors interfere.
+    /// </summary>
+    public static List<(string Group, List<double> Accuracy)> OracleAttribution(WorldZoo zoo, ClipVisionModel merged, IReadOnlyList<ClassificationTask> test, int batchSize)
+    {
+        ArgumentNullException.ThrowIfNull(zoo);
+        (string Name, Func<string, bool> Own)[] groups =
+        [
+            ("attention", k => k.Contains(".self_attn.", StringComparison.Ordinal)),
+            ("layer norms", k => k.Contains(".layer_norm", StringComparison.Ordinal)),
+            ("embeddings and pre-norm", k => k.Contains(".embeddings.", StringComparison.Ordinal) || k.Contains("pre_layrnorm", StringComparison.Ordinal)),
+            ("post-norm and projection", k => k.Contains("post_layernorm", StringComparison.Ordinal) || k.Contains("visual_projection", StringComparison.Ordinal)),
+        ];
+        return groups.Select(g => (g.Name, Oracle(zoo, merged, test, batchSize, k => k.Contains(".mlp.", StringComparison.Ordinal) || g.Own(k)))).ToList();
+    }
+
+    private static List<double> Oracle(WorldZoo zoo, ClipVisionModel merged, IReadOnlyList<ClassificationTask> test, int batchSize, Func<string, bool> own)
     {
         var mergedWeights = merged.state_dict();
         var result = new List<double>();
         for (int t = 0; t < test.Count; t++)
         {
             var expertWeights = zoo.Experts[t].state_dict();
-            var weights = mergedWeights.ToDictionary(kv => kv.Key, kv => kv.Key.Contains(".mlp.", StringComparison.Ordinal) ? expertWeights[kv.Key] : kv.Value);
+            var weights = mergedWeights.ToDictionary(kv => kv.Key, kv => own(kv.Key) ? expertWeights[kv.Key] : kv.Value);
             using var routed = ClipVisionModel.FromStateDict(zoo.Pretrained.Config, withProjection: true, weights);
             result.Add(100 * ModelEvaluator.Evaluate("Oracle routing", routed, [test[t]], batchSize).Scores[0].Accuracy);
         }

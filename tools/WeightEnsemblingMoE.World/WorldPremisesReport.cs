@@ -35,6 +35,12 @@ public sealed record WorldPremisesReport
     /// <summary>Oracle routing with the rest merged at the papers' λ = 0.3.</summary>
     public required IReadOnlyList<double> OraclePapersLambda { get; init; }
 
+    /// <summary>
+    /// Oracle routing with one more group of parameters (attention, layer norms, embeddings and pre-norm, post-norm and
+    /// projection) from the own expert: test accuracy per task, by group (where the oracle's gap lies).
+    /// </summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<double>> OracleAttribution { get; init; } = new Dictionary<string, IReadOnlyList<double>>();
+
     /// <summary>The premises.</summary>
     public required IReadOnlyList<PremiseCheck> Premises { get; init; }
 
@@ -78,6 +84,19 @@ public sealed record WorldPremisesReport
             {
                 md.AppendLine(c, $"| {Tasks[i]} | {string.Join(" | ", ProbeConfusion[i].Select(v => v.ToString("F0", c)))} |");
             }
+        }
+
+        if (OracleAttribution.Count > 0)
+        {
+            md.AppendLine().AppendLine("Where the oracle's gap lies: oracle routing with one more group of parameters from the image's own expert instead of the merge (test accuracy, %):").AppendLine();
+            md.AppendLine("| also from the own expert | " + string.Join(" | ", Tasks) + " | average |").AppendLine("| --- |" + string.Concat(Enumerable.Repeat(" ---: |", Tasks.Count + 1)));
+            md.AppendLine(c, $"| nothing (oracle routing) | {string.Join(" | ", Oracle.Select(v => v.ToString("F1", c)))} | {Oracle.Average():F1} |");
+            foreach (var (group, accuracy) in OracleAttribution)
+            {
+                md.AppendLine(c, $"| {group} | {string.Join(" | ", accuracy.Select(v => v.ToString("F1", c)))} | {accuracy.Average():F1} |");
+            }
+
+            md.AppendLine(c, $"| everything (the expert) | {string.Join(" | ", Individual.Select(v => v.ToString("F1", c)))} | {Individual.Average():F1} |");
         }
 
         return md.ToString();

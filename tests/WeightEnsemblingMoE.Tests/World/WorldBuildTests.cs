@@ -213,7 +213,10 @@ public sealed class WorldBuildTests
         Assert.That(report.Individual.Average(), Is.EqualTo(_summary.ExpertAverage).Within(1e-6));
         using var json = JsonDocument.Parse(report.ToJson());
         Assert.That(json.RootElement.GetProperty("premises").GetArrayLength(), Is.EqualTo(6));
-        Assert.That(report.ToMarkdown(), Does.Contain("| P4 |"));
+        Assert.That(report.ToMarkdown(), Does.Contain("| P4 |").And.Contain("Where the oracle's gap lies"));
+        Assert.That(report.OracleAttribution.Keys, Is.EqualTo(new[] { "attention", "layer norms", "embeddings and pre-norm", "post-norm and projection" }));
+        Assert.That(report.OracleAttribution.Values.SelectMany(v => v), Has.All.InRange(0.0, 100.0));
+        Assert.That(report.OracleAttribution.Values.Select(v => v.Count), Has.All.EqualTo(_config.Tasks.Count));
     }
 
     [Test]
