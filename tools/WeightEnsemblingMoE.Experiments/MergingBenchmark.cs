@@ -136,10 +136,42 @@ public static class MergingBenchmark
                     adaptation.CosineSteps = cosine;
                 }
 
-                new AdaptationTrainer().Adapt(upscaled, test, adaptation, cancellationToken: ct);
+                adaptation.AnchorStrength = options.WemoeAnchorStrength;
+                if (options.WemoeDiversityWeight > 0)
+                {
+                    adaptation.Objective = new EntropyObjective { DiversityWeight = options.WemoeDiversityWeight };
+                }
+
+                if (options.WemoeEarlyStoppingInterval is { } interval)
+                {
+                    adaptation.EarlyStopping = new EarlyStopping
+                    {
+                        HeldOut = tasks.Select(t => ClassificationTask.Of(t.Validation, t.Head)).ToList(),
+                        Interval = interval,
+                        BatchSize = options.EvaluationBatchSize,
+                    };
+                }
+
+                var adapted = new AdaptationTrainer().Adapt(upscaled, test, adaptation, cancellationToken: ct);
                 var report = ModelEvaluator.Evaluate(name, upscaled, test, options.EvaluationBatchSize, cancellationToken: ct);
+                var safeguards = new List<string>();
+                if (options.WemoeAnchorStrength > 0)
+                {
+                    safeguards.Add(string.Create(CultureInfo.InvariantCulture, $"anchor {options.WemoeAnchorStrength}"));
+                }
+
+                if (options.WemoeDiversityWeight > 0)
+                {
+                    safeguards.Add(string.Create(CultureInfo.InvariantCulture, $"diversity {options.WemoeDiversityWeight}"));
+                }
+
+                if (adapted.RestoredStep is { } restored)
+                {
+                    safeguards.Add($"early stopping every {options.WemoeEarlyStoppingInterval} steps, kept step {restored} of {adapted.StepsCompleted}");
+                }
+
                 string recipe = string.Create(CultureInfo.InvariantCulture,
-                    $"{options.AdaptationSteps} steps, lr {options.WemoeLearningRate}{(options.WemoeCosineSteps is { } c ? $" cosine over {c}" : "")}, {(options.WemoeTrainingRouting == RoutingMode.PerSample ? "per-sample" : "batch-reduced")} routing in training, λ0 = {options.WemoeInitLambda ?? 0.3}{(options.WemoePretrainedProjection ? ", pre-trained projection" : "")}");
+                    $"{options.AdaptationSteps} steps, lr {options.WemoeLearningRate}{(options.WemoeCosineSteps is { } c ? $" cosine over {c}" : "")}, {(options.WemoeTrainingRouting == RoutingMode.PerSample ? "per-sample" : "batch-reduced")} routing in training, λ0 = {options.WemoeInitLambda ?? 0.3}{(options.WemoePretrainedProjection ? ", pre-trained projection" : "")}{(safeguards.Count > 0 ? "; " + string.Join(", ", safeguards) : "")}");
                 return (report, upscaled.CountParameters(), recipe);
             }
 

@@ -63,6 +63,24 @@ public sealed class MergingBenchmarkOptions
     /// </summary>
     public double? WemoeInitLambda { get; set; }
 
+    /// <summary>
+    /// Safeguard beyond the papers: <see cref="Training.AdaptationOptions.AnchorStrength"/> of WEMoE's adaptation (a pull
+    /// of the routers towards their start). The default value is 0 (off).
+    /// </summary>
+    public double WemoeAnchorStrength { get; set; }
+
+    /// <summary>
+    /// Safeguard beyond the papers: <see cref="Training.EntropyObjective.DiversityWeight"/> of WEMoE's entropy objective
+    /// (against the collapse to one class). The default value is 0 (off).
+    /// </summary>
+    public double WemoeDiversityWeight { get; set; }
+
+    /// <summary>
+    /// Safeguard beyond the papers: the check interval of <see cref="Training.EarlyStopping"/> for WEMoE's adaptation, on
+    /// each task's validation images used unlabelled, patience 3; <see langword="null"/> for none (the default value).
+    /// </summary>
+    public int? WemoeEarlyStoppingInterval { get; set; }
+
     /// <summary>The seed of every random choice. The default value is 0.</summary>
     public int Seed { get; set; }
 
@@ -94,6 +112,16 @@ public sealed class MergingBenchmarkOptions
         if (WemoeInitLambda is { } lambda && !double.IsFinite(lambda))
         {
             throw new ArgumentException($"{nameof(WemoeInitLambda)} must be finite; got {lambda}.", nameof(WemoeInitLambda));
+        }
+
+        if (!double.IsFinite(WemoeAnchorStrength) || WemoeAnchorStrength < 0 || !double.IsFinite(WemoeDiversityWeight) || WemoeDiversityWeight < 0)
+        {
+            throw new ArgumentException($"{nameof(WemoeAnchorStrength)} and {nameof(WemoeDiversityWeight)} must be non-negative and finite.");
+        }
+
+        if (WemoeEarlyStoppingInterval is < 1)
+        {
+            throw new ArgumentException($"{nameof(WemoeEarlyStoppingInterval)} must be positive when set; got {WemoeEarlyStoppingInterval}.", nameof(WemoeEarlyStoppingInterval));
         }
 
         if (!(WemoeLearningRate > 0) || !(AdaMergingLearningRate > 0))

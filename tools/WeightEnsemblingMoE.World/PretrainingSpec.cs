@@ -12,7 +12,10 @@ public sealed class PretrainingSpec
     /// <summary>Image–caption pairs in the pool.</summary>
     public int Pairs { get; set; } = 5000;
 
-    /// <summary>Caption templates per source (one <c>{}</c> for the item's name); <c>default</c> serves the others.</summary>
+    /// <summary>
+    /// Caption templates per source, each with at most one <c>{}</c> for the item's name (none: the caption shows the
+    /// domain without naming the item, e.g. <c>a handwritten digit</c>); <c>default</c> serves the others.
+    /// </summary>
     public Dictionary<string, List<string>> Captions { get; set; } = [];
 
     /// <summary>Optimiser steps. The default value is 1000.</summary>

@@ -10,9 +10,11 @@ using WeightEnsembling.World;
 //   premises --config FILE --world FOLDER [--threads N]                 (writes FOLDER/results/premises.{json,md})
 //   benchmark --config FILE --world FOLDER [--steps N] [--methods A,B] [--no-recipes] [--threads N]
 //                                                                        (writes FOLDER/results/benchmark.{json,md})
+//   safeguards --config FILE --world FOLDER [--steps N] [--threads N]   (item 6; writes FOLDER/results/safeguards.{json,md})
 const string Usage = "usage: build --config FILE --out FOLDER [--cache FOLDER (default $WEMOE_WORLD_CACHE or ~/.cache/wemoe-world)] [--threads N]\n"
     + "       premises --config FILE --world FOLDER [--threads N]\n"
-    + "       benchmark --config FILE --world FOLDER [--steps N (default 1000)] [--methods NAME,NAME] [--no-recipes] [--threads N]";
+    + "       benchmark --config FILE --world FOLDER [--steps N (default 1000)] [--methods NAME,NAME] [--no-recipes] [--threads N]\n"
+    + "       safeguards --config FILE --world FOLDER [--steps N (default 1000)] [--threads N]";
 var options = new Dictionary<string, string>();
 for (int i = 1; i < args.Length; i++)
 {
@@ -31,7 +33,7 @@ string command = args.FirstOrDefault() ?? "";
 bool ok = command switch
 {
     "build" => options.ContainsKey("config") && options.ContainsKey("out"),
-    "premises" or "benchmark" => options.ContainsKey("config") && options.ContainsKey("world"),
+    "premises" or "benchmark" or "safeguards" => options.ContainsKey("config") && options.ContainsKey("world"),
     _ => false,
 };
 if (!ok)
@@ -68,6 +70,17 @@ if (command == "premises")
 }
 
 int steps = options.TryGetValue("steps", out string? s) ? int.Parse(s, CultureInfo.InvariantCulture) : 1000;
+if (command == "safeguards")
+{
+    var guarded = WorldExperiment.RunSafeguards(zoo, steps, Log);
+    var taskNames = zoo.Tasks.Select(t => t.Name).ToList();
+    WriteAtomically(Path.Combine(results, "safeguards.json"), WorldExperiment.ToJson(guarded));
+    WriteAtomically(Path.Combine(results, "safeguards.md"), WorldExperiment.ToMarkdown(guarded, taskNames));
+    Console.WriteLine(WorldExperiment.ToMarkdown(guarded, taskNames));
+    Log($"safeguards run in {watch.Elapsed.TotalSeconds:F0} s");
+    return 0;
+}
+
 var methods = options.TryGetValue("methods", out string? m)
     ? m.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Enum.Parse<MergingMethod>).ToList()
     : null;

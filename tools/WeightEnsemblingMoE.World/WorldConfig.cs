@@ -148,7 +148,17 @@ public sealed class WorldConfig
             throw new InvalidDataException($"pretraining: pairs ({Pretraining.Pairs}) must be at least batchSize ({Pretraining.BatchSize}), and batchSize at least 2.");
         }
 
-        foreach (var template in Pretraining.Captions.Values.SelectMany(t => t).Concat(Tasks.SelectMany(t => t.Templates)))
+        // A caption may leave the item's name out (e.g. "a handwritten digit": the pool shows the domain without naming
+        // the task's classes); a prompt template must hold the class name.
+        foreach (var (source, templates) in Pretraining.Captions)
+        {
+            foreach (string template in templates.Where(t => t.Split("{}").Length > 2 || string.IsNullOrWhiteSpace(t)))
+            {
+                throw new InvalidDataException($"pretraining.captions.{source}: caption template '{template}' must be non-empty and hold at most one {{}}.");
+            }
+        }
+
+        foreach (var template in Tasks.SelectMany(t => t.Templates))
         {
             if (template.Split("{}").Length != 2)
             {

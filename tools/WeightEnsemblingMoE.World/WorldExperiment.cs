@@ -73,6 +73,25 @@ public static class WorldExperiment
         return rows;
     }
 
+    /// <summary>
+    /// Item 6: WEMoE (2-layer, FusionBench's recipe as in <see cref="Run"/>) without and with each safeguard
+    /// (<see cref="SafeguardStudy"/>); rows as <see cref="Run"/> gives them.
+    /// </summary>
+    /// <param name="zoo">The world.</param>
+    /// <param name="steps">Test-time adaptation steps.</param>
+    /// <param name="log">Receives a line per phase.</param>
+    public static List<Dictionary<string, object?>> RunSafeguards(WorldZoo zoo, int steps, Action<string> log)
+    {
+        ArgumentNullException.ThrowIfNull(zoo);
+        ArgumentNullException.ThrowIfNull(log);
+        var results = SafeguardStudy.Run(zoo.Pretrained, zoo.Experts, zoo.Tasks, o =>
+        {
+            o.AdaptationSteps = steps;
+            o.WemoePretrainedProjection = true;
+        }, new Progress<string>(line => log(line)));
+        return results.Select(r => Row(r.Label, r.Result)).ToList();
+    }
+
     /// <summary>The rows as Markdown: accuracy table, then parameters and times.</summary>
     public static string ToMarkdown(IReadOnlyList<Dictionary<string, object?>> rows, IReadOnlyList<string> tasks)
     {
@@ -101,7 +120,7 @@ public static class WorldExperiment
     public static string ToJson(IReadOnlyList<Dictionary<string, object?>> rows) =>
         JsonSerializer.Serialize(rows, new JsonSerializerOptions { WriteIndented = true });
 
-    private static Dictionary<string, object?> Row(string label, MethodResult r) => new()
+    internal static Dictionary<string, object?> Row(string label, MethodResult r) => new()
     {
         ["method"] = label,
         ["tasks"] = r.Report.Scores.ToDictionary(s => s.Task, s => Math.Round(100 * s.Accuracy, 2)),

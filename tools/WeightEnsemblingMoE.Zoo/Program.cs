@@ -11,6 +11,7 @@ using WeightEnsembling.Zoo;
 //   build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps]
 //   export-quickstart DATA ZOO OUT_ASSETS
 //   run DATA ZOO OUT_RESULTS [adaptation-steps]          (the table, then the figures into OUT_RESULTS/figures)
+//   safeguards DATA ZOO OUT_RESULTS [adaptation-steps]   (issue 17 item 6: WEMoE with each safeguard, OUT_RESULTS/safeguards.md)
 //   figures DATA ZOO OUT_RESULTS [steps] [--options]     (the figures only, into OUT_RESULTS/figures; see FigureSettings; --only GROUPS redraws some)
 torch.set_num_threads(Environment.ProcessorCount);
 switch (args.FirstOrDefault())
@@ -35,12 +36,43 @@ switch (args.FirstOrDefault())
         return 0;
     case "run":
         return Run(args[1], args[2], args[3], args.Length > 4 ? int.Parse(args[4]) : 1000);
+    case "safeguards":
+        return Safeguards(args[1], args[2], args[3], args.Length > 4 ? int.Parse(args[4]) : 1000);
     case "figures":
         SuiteFigures.Write(args[1], args[2], Path.Combine(args[3], "figures"), FigureSettings.Parse(args[4..]), Console.WriteLine);
         return 0;
     default:
-        Console.Error.WriteLine("usage: prepare OUT [seed] | build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps] | run DATA ZOO OUT [adaptation-steps] | figures DATA ZOO OUT [steps] [--every N --examples N --val-examples N --resolution N --landscape-examples N --pareto-steps N --pareto-grid2 N --pareto-grid3 N --seed N --threads N --shift-pair --no-ewemoe --only landscape,pareto,adaptation,ewemoe]");
+        Console.Error.WriteLine("usage: prepare OUT [seed] | build-zoo DATA ZOO [seed] [pretrain-steps] [finetune-steps] | run DATA ZOO OUT [adaptation-steps] | safeguards DATA ZOO OUT [adaptation-steps] | figures DATA ZOO OUT [steps] [--every N --examples N --val-examples N --resolution N --landscape-examples N --pareto-steps N --pareto-grid2 N --pareto-grid3 N --seed N --threads N --shift-pair --no-ewemoe --only landscape,pareto,adaptation,ewemoe]");
         return 2;
+}
+
+static int Safeguards(string data, string zoo, string output, int steps)
+{
+    using var pretrained = ClipVisionModel.FromPretrained(Path.Combine(zoo, "pretrained"));
+    var experts = SuiteTask.All.Select(t => ClipVisionModel.FromPretrained(Path.Combine(zoo, t.Name))).ToList();
+    var tasks = SuiteTask.All.Select(t => new BenchmarkTask(
+        t.Name, t.Load(data, "val"), t.Load(data, "test"), TaskHead.Load(Path.Combine(zoo, "heads", $"{t.Name}.safetensors")))).ToList();
+    var started = DateTime.UtcNow;
+    var rows = SafeguardStudy.Run(pretrained, experts, tasks, o => o.AdaptationSteps = steps, new Progress<string>(Console.WriteLine));
+    var markdown = new StringBuilder();
+    markdown.AppendLine("# WEMoE with and without the safeguards (issue 17, item 6)").AppendLine();
+    markdown.AppendLine($"Run {started:yyyy-MM-dd HH:mm} UTC on {Environment.ProcessorCount} cores: `dotnet run -c Release --project tools/WeightEnsemblingMoE.Zoo -- safeguards {data} {zoo} {output} {steps}`.").AppendLine();
+    markdown.AppendLine(EvaluationReport.ToMarkdown(rows.Select(r => new EvaluationReport(r.Label, r.Result.Report.Scores, r.Result.Report.Elapsed))));
+    markdown.AppendLine().AppendLine("| variant | time (s) | detail |").AppendLine("| --- | ---: | --- |");
+    foreach (var (label, result) in rows)
+    {
+        markdown.AppendLine(System.FormattableString.Invariant($"| {label} | {result.Elapsed.TotalSeconds:F0} | {result.Detail} |"));
+    }
+
+    Directory.CreateDirectory(output);
+    File.WriteAllText(Path.Combine(output, "safeguards.md"), markdown.ToString());
+    Console.WriteLine(markdown);
+    foreach (var expert in experts)
+    {
+        expert.Dispose();
+    }
+
+    return 0;
 }
 
 static int Run(string data, string zoo, string output, int steps)

@@ -35,6 +35,9 @@ internal static partial class Log
     [LoggerMessage(204, LogLevel.Information, "Training {Outcome} at step {Step} after {ElapsedSeconds:F2} s")]
     public static partial void AdaptationCompleted(ILogger logger, string outcome, int step, double elapsedSeconds);
 
+    [LoggerMessage(205, LogLevel.Information, "Stopped early at step {Step}: the held-out entropy has not improved since step {BestStep} ({BestEntropy:F6} nats); keeping that step's parameters")]
+    public static partial void AdaptationStoppedEarly(ILogger logger, int step, int bestStep, double bestEntropy);
+
     [LoggerMessage(300, LogLevel.Information, "{Method}: task {Task} of {TaskCount} ('{Dataset}') done in {ElapsedMilliseconds:F1} ms")]
     public static partial void MergeTaskCompleted(ILogger logger, string method, int task, int taskCount, string dataset, double elapsedMilliseconds);
 

@@ -73,6 +73,22 @@ public sealed class AdaptationOptions
     /// </summary>
     public string? ResumeFrom { get; set; }
 
+    /// <summary>
+    /// A safeguard beyond the papers (L2-SP): adds (AnchorStrength / 2) · Σ‖θ − θ₀‖² over the trainable parameters to each
+    /// step's loss, θ₀ being their values when the run started, so the routers (and so the routing) are pulled back towards
+    /// where they started (task arithmetic's λ for WEMoE's routers, whose last layer starts at zero weight and bias λ). 0
+    /// turns it off. A checkpoint keeps θ₀, so a resumed run pulls towards the same point. The default value is 0.
+    /// </summary>
+    public double AnchorStrength { get; set; }
+
+    /// <summary>
+    /// A safeguard beyond the papers: stop on the entropy of held-out unlabelled images and keep the best check's
+    /// parameters, or <see langword="null"/> for none. It cannot be combined with <see cref="CheckpointFolder"/> or
+    /// <see cref="ResumeFrom"/> (the best parameters are not part of a checkpoint). The default value is
+    /// <see langword="null"/>.
+    /// </summary>
+    public EarlyStopping? EarlyStopping { get; set; }
+
     /// <summary>The defaults with AdaMerging's learning rate, 1e-3.</summary>
     /// <returns>New options.</returns>
     public static AdaptationOptions ForAdaMerging() => new() { LearningRate = 1e-3 };
@@ -118,6 +134,22 @@ public sealed class AdaptationOptions
         if (!double.IsFinite(Epsilon) || Epsilon < 0)
         {
             throw new ArgumentOutOfRangeException(nameof(Epsilon), Epsilon, $"{nameof(Epsilon)} must be non-negative and finite.");
+        }
+
+        if (!double.IsFinite(AnchorStrength) || AnchorStrength < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(AnchorStrength), AnchorStrength, $"{nameof(AnchorStrength)} must be non-negative and finite.");
+        }
+
+        if (EarlyStopping is not null)
+        {
+            EarlyStopping.Validate();
+            if (CheckpointFolder is not null || ResumeFrom is not null)
+            {
+                throw new ArgumentException(
+                    $"{nameof(EarlyStopping)} cannot be combined with {nameof(CheckpointFolder)} or {nameof(ResumeFrom)}: the best parameters it restores are not part of a checkpoint.",
+                    nameof(EarlyStopping));
+            }
         }
 
         if (CheckpointInterval > 0 && string.IsNullOrWhiteSpace(CheckpointFolder))

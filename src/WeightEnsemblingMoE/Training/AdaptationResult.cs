@@ -9,4 +9,17 @@ public sealed record AdaptationResult(
     int StartStep,
     int StepsCompleted,
     IReadOnlyDictionary<string, double> FinalLosses,
-    TimeSpan Elapsed);
+    TimeSpan Elapsed)
+{
+    /// <summary>
+    /// The step whose trainable parameters the model holds after <see cref="AdaptationOptions.EarlyStopping"/> restored
+    /// the best check's (0: the starting parameters), or <see langword="null"/> when the run had no early stopping.
+    /// </summary>
+    public int? RestoredStep { get; init; }
+
+    /// <summary>
+    /// The held-out entropy at each check of <see cref="AdaptationOptions.EarlyStopping"/> (step, mean over tasks of each
+    /// task's mean entropy in nats), in order; empty without early stopping.
+    /// </summary>
+    public IReadOnlyList<KeyValuePair<int, double>> HeldOutEntropy { get; init; } = [];
+}

@@ -68,6 +68,7 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
         options.Validate();
         options = options.Clone();
         options.Objective.CheckTasks(model, tasks);
+        options.EarlyStopping?.CheckTasks(tasks);
         if (options.CheckpointFolder is { } checkpointFolder && File.Exists(checkpointFolder))
         {
             throw new ArgumentException(
@@ -83,13 +84,26 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
         var parameters = named.Select(p => p.Value).ToList();
         var device = DeviceOf.Model(model);
         DeviceOf.MoveHeads(tasks, device);
+        if (options.EarlyStopping is { } early)
+        {
+            DeviceOf.MoveHeads(early.HeldOut, device);
+        }
+
+        // θ₀ of AdaptationOptions.AnchorStrength (a resumed run reads it from the checkpoint), and the best check's
+        // parameters of early stopping: copies that no dispose scope owns, released in the finally below.
+        var anchors = options.AnchorStrength > 0 ? Snapshot(parameters) : null;
+        var best = options.EarlyStopping is not null ? Snapshot(parameters) : null;
+        var heldOutEntropy = new List<KeyValuePair<int, double>>();
+        int? bestStep = null;
+        double bestEntropy = double.PositiveInfinity;
+        int checksWithoutImprovement = 0;
 
         using var optimizer = optim.Adam(parameters, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon);
         var run = options.Objective.Start(model, tasks, options.Seed, logger);
         int startStep = 0;
         if (options.ResumeFrom is not null)
         {
-            startStep = TrainingCheckpoint.Load(options.ResumeFrom, model, optimizer, named, TrainerState.Of(model, options, tasks, 0));
+            startStep = TrainingCheckpoint.Load(options.ResumeFrom, model, optimizer, named, TrainerState.Of(model, options, tasks, 0), anchors);
             Log.AdaptationResumed(logger, options.ResumeFrom, startStep);
         }
 
@@ -113,6 +127,11 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
                 run.SkipStep();
             }
 
+            if (options.EarlyStopping is not null)
+            {
+                Check();
+            }
+
             model.SetTraining(true);
             while (step < options.Steps)
             {
@@ -120,7 +139,7 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
                 {
                     if (options.CheckpointFolder is not null && savedStep != step)
                     {
-                        SaveCheckpoint(model, optimizer, named, options, tasks, step, stopwatch);
+                        SaveCheckpoint(model, optimizer, named, options, tasks, step, stopwatch, anchors);
                     }
 
                     Log.AdaptationCompleted(logger, "cancelled", step, stopwatch.Elapsed.TotalSeconds);
@@ -134,7 +153,7 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
                 }
 
                 var stepStarted = stopwatch.Elapsed;
-                var result = Step(run, streams, optimizer, parameters, device);
+                var result = Step(run, streams, optimizer, parameters, device, anchors, options.AnchorStrength);
                 lastLosses = result.Losses;
                 step++;
                 if (logger.IsEnabled(LogLevel.Debug))
@@ -146,8 +165,14 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
                 bool last = step == options.Steps;
                 if (options.CheckpointFolder is not null && (last || (options.CheckpointInterval > 0 && step % options.CheckpointInterval == 0)))
                 {
-                    checkpoint = SaveCheckpoint(model, optimizer, named, options, tasks, step, stopwatch);
+                    checkpoint = SaveCheckpoint(model, optimizer, named, options, tasks, step, stopwatch, anchors);
                     savedStep = step;
+                }
+
+                bool stop = false;
+                if (options.EarlyStopping is { } stopping && (last || step % stopping.Interval == 0))
+                {
+                    stop = Check();
                 }
 
                 if (progress is not null)
@@ -157,12 +182,25 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
                     progress.Report(new AdaptationProgress(
                         step, options.Steps, result.Losses, result.Loss, learningRate, result.Preference, result.EpoMove, checkpoint, elapsed, eta));
                 }
+
+                if (stop)
+                {
+                    Log.AdaptationStoppedEarly(logger, step, bestStep ?? 0, bestEntropy);
+                    break;
+                }
+            }
+
+            if (best is not null && bestStep != step)
+            {
+                Restore(parameters, best);
             }
         }
         finally
         {
             model.SetTraining(false);
             optimizer.zero_grad();
+            Release(anchors);
+            Release(best);
             foreach (var stream in streams)
             {
                 stream.Dispose();
@@ -170,10 +208,97 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
         }
 
         Log.AdaptationCompleted(logger, "completed", step, stopwatch.Elapsed.TotalSeconds);
-        return new AdaptationResult(startStep, step, lastLosses, stopwatch.Elapsed);
+        return new AdaptationResult(startStep, step, lastLosses, stopwatch.Elapsed)
+        {
+            RestoredStep = best is not null ? bestStep : null,
+            HeldOutEntropy = heldOutEntropy,
+        };
+
+        // One early-stopping check at the current step: records the held-out entropy, keeps the best parameters, and says
+        // whether patience has run out.
+        bool Check()
+        {
+            var stopping = options.EarlyStopping!;
+            double entropy = HeldOutEntropy(model, stopping, device);
+            heldOutEntropy.Add(new(step, entropy));
+            if (entropy < bestEntropy - stopping.MinDelta || bestStep is null)
+            {
+                bestEntropy = Math.Min(entropy, bestEntropy);
+                bestStep = step;
+                checksWithoutImprovement = 0;
+                Restore(best!, parameters);
+                return false;
+            }
+
+            checksWithoutImprovement++;
+            return checksWithoutImprovement >= stopping.Patience;
+        }
     }
 
-    private static ObjectiveStep Step(ObjectiveRun run, List<IEnumerator<TaskBatch>> streams, Adam optimizer, IReadOnlyList<Parameter> parameters, Device device)
+    /// <summary>The mean over tasks of each task's mean prediction entropy over its held-out images, in evaluation mode.</summary>
+    private static double HeldOutEntropy(IAdaptableModel model, EarlyStopping stopping, Device device)
+    {
+        model.SetTraining(false);
+        try
+        {
+            using var noGrad = no_grad();
+            double sum = 0;
+            foreach (var task in stopping.HeldOut)
+            {
+                double total = 0;
+                foreach (var batch in task.Data.Batches(stopping.BatchSize))
+                {
+                    using var scope = NewDisposeScope();
+                    using (batch)
+                    {
+                        var (images, _) = DeviceOf.Batch(batch, device);
+                        long count = images.shape[0];
+                        total += Tasks.EntropyLoss.Compute(task.Logits(images, model.Features)).item<float>() * count;
+                    }
+                }
+
+                double mean = total / task.Data.Count;
+                if (!double.IsFinite(mean))
+                {
+                    throw new InvalidOperationException($"Task '{task.Name}': the held-out entropy is {mean}; lower the learning rate.");
+                }
+
+                sum += mean;
+            }
+
+            return sum / stopping.HeldOut.Count;
+        }
+        finally
+        {
+            model.SetTraining(true);
+        }
+    }
+
+    private static List<Tensor> Snapshot(IReadOnlyList<Parameter> parameters)
+    {
+        using var noGrad = no_grad();
+        return parameters.Select(p => p.detach().clone().DetachFromDisposeScope()).ToList();
+    }
+
+    private static void Restore(IReadOnlyList<Tensor> destination, IReadOnlyList<Tensor> source)
+    {
+        using var noGrad = no_grad();
+        for (int i = 0; i < destination.Count; i++)
+        {
+            destination[i].copy_(source[i]);
+        }
+    }
+
+    private static void Release(List<Tensor>? tensors)
+    {
+        foreach (var tensor in tensors ?? [])
+        {
+            tensor.Dispose();
+        }
+    }
+
+    private static ObjectiveStep Step(
+        ObjectiveRun run, List<IEnumerator<TaskBatch>> streams, Adam optimizer, IReadOnlyList<Parameter> parameters, Device device, List<Tensor>? anchors, double anchorStrength)
     {
         using var scope = NewDisposeScope();
         optimizer.zero_grad();
@@ -192,6 +317,18 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
             }
 
             var result = run.Backward(batches, parameters);
+            if (anchors is not null)
+            {
+                // (strength / 2) Σ‖θ − θ₀‖², back-propagated on its own: its gradient strength · (θ − θ₀) adds to the objective's.
+                Tensor penalty = zeros(1, device: device);
+                for (int i = 0; i < parameters.Count; i++)
+                {
+                    penalty = penalty + (parameters[i] - anchors[i]).square().sum();
+                }
+
+                (penalty * (anchorStrength / 2)).backward();
+            }
+
             optimizer.step();
             return result;
         }
@@ -205,11 +342,11 @@ public sealed class AdaptationTrainer : ITestTimeAdapter
     }
 
     private string SaveCheckpoint(
-        IAdaptableModel model, Adam optimizer, IReadOnlyList<KeyValuePair<string, Parameter>> named, AdaptationOptions options, IReadOnlyList<ClassificationTask> tasks, int step, Stopwatch stopwatch)
+        IAdaptableModel model, Adam optimizer, IReadOnlyList<KeyValuePair<string, Parameter>> named, AdaptationOptions options, IReadOnlyList<ClassificationTask> tasks, int step, Stopwatch stopwatch, List<Tensor>? anchors)
     {
         var started = stopwatch.Elapsed;
         string folder = options.CheckpointFolder!;
-        TrainingCheckpoint.Save(folder, model, optimizer, named, TrainerState.Of(model, options, tasks, step));
+        TrainingCheckpoint.Save(folder, model, optimizer, named, TrainerState.Of(model, options, tasks, step), anchors);
         Log.CheckpointSaved(logger, folder, step, (stopwatch.Elapsed - started).TotalMilliseconds);
         return folder;
     }

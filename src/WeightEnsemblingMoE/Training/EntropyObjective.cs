@@ -17,11 +17,23 @@ public sealed class EntropyObjective : AdaptationObjective
     /// </summary>
     public bool AccumulateGradientsPerTask { get; init; }
 
-    /// <summary><c>entropy</c>.</summary>
-    public override string Name => "entropy";
+    /// <summary>
+    /// A safeguard beyond the papers against the collapse of entropy minimisation (every image put confidently in one
+    /// class): each task's loss becomes its mean prediction entropy minus DiversityWeight × the entropy of the batch's mean
+    /// prediction, the information-maximisation loss of SHOT (Liang et al., ICML 2020) at weight 1. 0 gives the papers'
+    /// objective. The default value is 0.
+    /// </summary>
+    public double DiversityWeight { get; init; }
+
+    /// <summary><c>entropy</c>, or <c>entropy-diversity</c> when <see cref="DiversityWeight"/> is set.</summary>
+    public override string Name => DiversityWeight > 0 ? "entropy-diversity" : "entropy";
 
     internal override void Validate()
     {
+        if (!double.IsFinite(DiversityWeight) || DiversityWeight < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(DiversityWeight), DiversityWeight, $"{nameof(DiversityWeight)} must be non-negative and finite.");
+        }
     }
 
     internal override void CheckTasks(IAdaptableModel model, IReadOnlyList<ClassificationTask> tasks)
@@ -51,11 +63,20 @@ public sealed class EntropyObjective : AdaptationObjective
             for (int i = 0; i < tasks.Count; i++)
             {
                 var task = tasks[i];
-                var loss = EntropyLoss.Compute(task.Logits(batches[i].Images, model.Features));
+                var logits = task.Logits(batches[i].Images, model.Features);
+                var loss = EntropyLoss.Compute(logits);
+                if (objective.DiversityWeight > 0)
+                {
+                    // −H(p̄): the batch's mean prediction is pushed to spread over the classes.
+                    var mean = logits.softmax(-1).mean([0], keepdim: true);
+                    var diversity = -(mean * (mean + EntropyLoss.DefaultEpsilon).log()).sum();
+                    loss = loss - (objective.DiversityWeight * diversity);
+                }
+
                 double value = loss.item<float>();
                 if (!double.IsFinite(value))
                 {
-                    throw new InvalidOperationException($"Task '{task.Name}': the entropy loss is {value}; lower the learning rate.");
+                    throw new InvalidOperationException($"Task '{task.Name}': the {objective.Name} loss is {value}; lower the learning rate.");
                 }
 
                 losses[task.Name] = value;

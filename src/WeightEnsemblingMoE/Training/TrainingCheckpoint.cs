@@ -10,7 +10,8 @@ namespace WeightEnsembling.Training;
 /// <summary>
 /// The training checkpoint folder: the model's <see cref="IAdaptableModel.SavePretrained"/> files, the Adam state in
 /// <c>optimizer.safetensors</c> (<c>exp_avg.{name}</c>, <c>exp_avg_sq.{name}</c>, float, shaped as the parameter, and
-/// <c>step.{name}</c>, an int64 scalar, for each trainable parameter name) and <see cref="TrainerState"/>. The whole folder is
+/// <c>step.{name}</c>, an int64 scalar, for each trainable parameter name; with <see cref="AdaptationOptions.AnchorStrength"/>,
+/// also <c>anchor.{name}</c>, the parameter's value when the run started) and <see cref="TrainerState"/>. The whole folder is
 /// replaced atomically (<see cref="AtomicFolderWriter"/>): a reader or a crash sees the previous checkpoint or the new one.
 /// </summary>
 internal static class TrainingCheckpoint
@@ -21,8 +22,10 @@ internal static class TrainingCheckpoint
     private const string ExpAvg = "exp_avg.";
     private const string ExpAvgSq = "exp_avg_sq.";
     private const string StepCount = "step.";
+    private const string Anchor = "anchor.";
 
-    public static void Save(string folder, IAdaptableModel model, Adam optimizer, IReadOnlyList<KeyValuePair<string, Parameter>> parameters, TrainerState state)
+    public static void Save(
+        string folder, IAdaptableModel model, Adam optimizer, IReadOnlyList<KeyValuePair<string, Parameter>> parameters, TrainerState state, IReadOnlyList<Tensor>? anchors)
     {
         using var writer = AtomicFolderWriter.Begin(folder, _ => true);
         model.SavePretrained(writer.StagingFolder);
@@ -36,6 +39,10 @@ internal static class TrainingCheckpoint
                 tensors[ExpAvg + name] = states[i].exp_avg.detach().cpu().contiguous();
                 tensors[ExpAvgSq + name] = states[i].exp_avg_sq.detach().cpu().contiguous();
                 tensors[StepCount + name] = tensor(states[i].step, ScalarType.Int64, device: CPU);
+                if (anchors is not null)
+                {
+                    tensors[Anchor + name] = anchors[i].detach().cpu().contiguous();
+                }
             }
 
             SafeTensorsWriter.Save(writer.PathFor(OptimizerFileName), tensors, new Dictionary<string, string>(StringComparer.Ordinal) { ["format"] = Format });
@@ -47,9 +54,11 @@ internal static class TrainingCheckpoint
 
     /// <summary>
     /// Restores a checkpoint into <paramref name="model"/> and <paramref name="optimizer"/> after checking that it fits the
-    /// run <paramref name="current"/> describes; returns the checkpoint's step. Nothing changes when a check fails.
+    /// run <paramref name="current"/> describes; returns the checkpoint's step. With <paramref name="anchors"/>, the saved
+    /// θ₀ of <see cref="AdaptationOptions.AnchorStrength"/> is copied into them. Nothing changes when a check fails.
     /// </summary>
-    public static int Load(string folder, IAdaptableModel model, Adam optimizer, IReadOnlyList<KeyValuePair<string, Parameter>> parameters, TrainerState current)
+    public static int Load(
+        string folder, IAdaptableModel model, Adam optimizer, IReadOnlyList<KeyValuePair<string, Parameter>> parameters, TrainerState current, IReadOnlyList<Tensor>? anchors)
     {
         if (!Directory.Exists(folder))
         {
@@ -73,6 +82,7 @@ internal static class TrainingCheckpoint
         using var file = SafeTensorsFile.Open(path);
         var expected = new HashSet<string>(StringComparer.Ordinal);
         var moments = new List<(Tensor ExpAvg, Tensor ExpAvgSq, long Step)>(parameters.Count);
+        var savedAnchors = new List<Tensor>(parameters.Count);
         foreach (var (name, parameter) in parameters)
         {
             Tensor Moment(string key)
@@ -115,9 +125,25 @@ internal static class TrainingCheckpoint
             }
 
             moments.Add((expAvg, expAvgSq, stepTensor.item<long>()));
+            if (anchors is not null)
+            {
+                if (!file.Contains(Anchor + name))
+                {
+                    throw new InvalidDataException(
+                        $"'{path}' lacks '{Anchor + name}': the checkpoint was saved without {nameof(AdaptationOptions.AnchorStrength)}, so it cannot resume a run that anchors.");
+                }
+
+                savedAnchors.Add(Moment(Anchor + name));
+            }
         }
 
         var extra = file.Names.Where(n => !expected.Contains(n)).ToList();
+        if (anchors is null && extra.Any(n => n.StartsWith(Anchor, StringComparison.Ordinal)))
+        {
+            throw new InvalidDataException(
+                $"'{path}' was saved by a run with {nameof(AdaptationOptions.AnchorStrength)} > 0; resume it with the same setting.");
+        }
+
         if (extra.Count > 0)
         {
             throw new InvalidDataException($"'{path}' holds optimizer tensors of parameters this model does not train: {string.Join(", ", extra.Take(5))}.");
@@ -139,6 +165,10 @@ internal static class TrainingCheckpoint
             states[i].exp_avg.copy_(moments[i].ExpAvg);
             states[i].exp_avg_sq.copy_(moments[i].ExpAvgSq);
             states[i].step = moments[i].Step;
+            if (anchors is not null)
+            {
+                anchors[i].copy_(savedAnchors[i]);
+            }
         }
 
         return saved.Step;

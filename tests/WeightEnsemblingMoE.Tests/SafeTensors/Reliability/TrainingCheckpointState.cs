@@ -64,10 +64,10 @@ internal sealed class TrainingCheckpointState : IDisposable
     /// <summary>A model and optimizer to load into: state 0's routers, a fresh Adam (zero moments, step 0).</summary>
     public static TrainingCheckpointState Fresh(TrainedWeightsStates states) => new(states.Adaptable(0), 0);
 
-    public void Save(string folder) => TrainingCheckpoint.Save(folder, Model, Optimizer, Parameters, State);
+    public void Save(string folder) => TrainingCheckpoint.Save(folder, Model, Optimizer, Parameters, State, null);
 
     /// <summary>Loads <paramref name="folder"/> into this model and optimizer; returns the checkpoint's step.</summary>
-    public int Load(string folder) => TrainingCheckpoint.Load(folder, Model, Optimizer, Parameters, StateAt(0));
+    public int Load(string folder) => TrainingCheckpoint.Load(folder, Model, Optimizer, Parameters, StateAt(0), null);
 
     /// <summary>Adam's per-parameter states, in parameter order.</summary>
     public Adam.State[] AdamStates() => Optimizer.state_dict().State.Cast<Adam.State>().ToArray();
