@@ -61,6 +61,55 @@ public sealed class WorldTaskMixTests
     }
 
     [Test]
+    public void WritePool_CaptionWithoutPlaceholder_IsWrittenVerbatim_AndNamesNoItem()
+    {
+        using var folder = new WeightEnsembling.Tests.SafeTensors.TempFolder();
+        string text = File.ReadAllText(Slice("tiny.yaml")).Replace(
+            "default: [\"an icon of {}\", \"a {} icon\"]", "default: [\"a small drawing\"]", StringComparison.Ordinal);
+        File.WriteAllText(folder.File("captions.yaml"), text);
+        var config = WorldConfig.Load(folder.File("captions.yaml"));
+        var sources = new Dictionary<string, List<WorldItem>>
+        {
+            ["tabler"] = Enumerable.Range(0, 12).Select(i => new WorldItem("tabler", $"tabler:icon-{i}", $"icon {i}", new Dictionary<string, string>(),
+                (_, size) => new RgbImage(size, size, new byte[size * size * 3]))).ToList(),
+        };
+
+        WorldData.WritePool(config, sources, folder.File("pool"));
+
+        var captions = File.ReadLines(Path.Combine(folder.File("pool"), "captions.jsonl"))
+            .Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("caption").GetString()).ToList();
+        Assert.That(captions, Has.Count.EqualTo(config.Pretraining.Pairs));
+        Assert.That(captions, Has.All.EqualTo("a small drawing"));
+    }
+
+    [TestCase("[\"{} and {}\"]")]
+    [TestCase("[\"  \"]")]
+    public void Config_CaptionTemplateWithTwoPlaceholdersOrBlank_ThrowsNamingTheSource(string templates)
+    {
+        using var folder = new WeightEnsembling.Tests.SafeTensors.TempFolder();
+        string text = File.ReadAllText(Slice("tiny.yaml")).Replace(
+            "default: [\"an icon of {}\", \"a {} icon\"]", $"default: {templates}", StringComparison.Ordinal);
+        File.WriteAllText(folder.File("bad.yaml"), text);
+
+        var error = Assert.Throws<InvalidDataException>(() => WorldConfig.Load(folder.File("bad.yaml")));
+
+        Assert.That(error!.Message, Does.Contain("pretraining.captions.default"));
+    }
+
+    [Test]
+    public void ShippedWorldConfigs_LoadAndValidate()
+    {
+        string worlds = Path.Combine(WeightEnsembling.Tests.Zoo.QuickStartPipelineTests.RepositoryRoot(), "tools", "WeightEnsemblingMoE.World", "worlds");
+        var files = Directory.GetFiles(worlds, "*.yaml");
+        Assert.That(files.Select(Path.GetFileName), Has.Member("world.yaml").And.Member("attempt-3.yaml"));
+        foreach (string file in files)
+        {
+            var config = WorldConfig.Load(file);
+            Assert.That(config.Tasks, Is.Not.Empty, file);
+        }
+    }
+
+    [Test]
     public void WithColours_GreyItem_IsDrawnInTheSourcesInkAndPaper_OnlyUnderNativeColours()
     {
         byte[] grey = Enumerable.Repeat((byte)255, 4 * 4).ToArray();
