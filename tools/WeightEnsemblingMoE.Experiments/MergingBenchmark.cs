@@ -171,7 +171,7 @@ public static class MergingBenchmark
                 }
 
                 string recipe = string.Create(CultureInfo.InvariantCulture,
-                    $"{options.AdaptationSteps} steps, lr {options.WemoeLearningRate}{(options.WemoeCosineSteps is { } c ? $" cosine over {c}" : "")}, {(options.WemoeTrainingRouting == RoutingMode.PerSample ? "per-sample" : "batch-reduced")} routing in training, λ0 = {options.WemoeInitLambda ?? 0.3}{(options.WemoePretrainedProjection ? ", pre-trained projection" : "")}{(safeguards.Count > 0 ? "; " + string.Join(", ", safeguards) : "")}");
+                    $"{options.AdaptationSteps} steps, lr {options.WemoeLearningRate}{(options.WemoeCosineSteps is { } c ? $" cosine over {c}" : "")}, {(options.WemoeTrainingRouting == RoutingMode.PerSample ? "per-sample" : "batch-reduced")} routing in training, λ0 = {options.WemoeInitLambda ?? 0.3}{(options.WemoePretrainedProjection ? ", pre-trained projection" : "")}{(safeguards.Count > 0 ? "; " + string.Join(", ", safeguards) : "")}; {RoutingSummary(upscaled, test, options.EvaluationBatchSize, ct)}");
                 return (report, upscaled.CountParameters(), recipe);
             }
 
@@ -191,6 +191,31 @@ public static class MergingBenchmark
             default:
                 throw new ArgumentOutOfRangeException(nameof(method), method, "Unknown method.");
         }
+    }
+
+    /// <summary>
+    /// Where the adapted routers send each task's test images, averaged over the task's images: the mean of Σ_t r_t over
+    /// tasks and upscaled modules (T·λ0 at the start), the smallest weight, and the share of (task, module) pairs whose
+    /// largest weight is the task's own expert.
+    /// </summary>
+    private static string RoutingSummary(UpscaledModel model, IReadOnlyList<ClassificationTask> test, int batchSize, CancellationToken ct)
+    {
+        double sum = 0, min = double.PositiveInfinity;
+        int own = 0, cells = 0;
+        for (int t = 0; t < test.Count; t++)
+        {
+            var map = WeightEnsembling.Analysis.RoutingAnalysis.AverageRouting(model, test[t].Data, batchSize, cancellationToken: ct);
+            for (int m = 0; m < map.Modules.Count; m++)
+            {
+                var row = Enumerable.Range(0, map.Experts.Count).Select(e => map[m, e]).ToArray();
+                sum += row.Sum();
+                min = Math.Min(min, row.Min());
+                own += t < row.Length && Array.IndexOf(row, row.Max()) == t ? 1 : 0;
+                cells++;
+            }
+        }
+
+        return string.Create(CultureInfo.InvariantCulture, $"test routing: mean Σr {sum / cells:F2}, min r {min:F2}, own expert largest in {100.0 * own / cells:F0}% of (task, module)");
     }
 
     private static AdaptationOptions Adaptation(MergingBenchmarkOptions options, double learningRate) => new()
