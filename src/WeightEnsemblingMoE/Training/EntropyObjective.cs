@@ -47,6 +47,24 @@ public sealed class EntropyObjective : AdaptationObjective
         }
     }
 
+    /// <summary>
+    /// One task's loss on a batch of logits [B, C]: the mean prediction entropy, minus <paramref name="diversityWeight"/>
+    /// × the entropy of the batch's mean prediction when it is positive (the log's ε is FusionBench's 1e-8 in both).
+    /// </summary>
+    internal static Tensor Loss(Tensor logits, double diversityWeight)
+    {
+        var loss = EntropyLoss.Compute(logits);
+        if (diversityWeight > 0)
+        {
+            // −H(p̄): the batch's mean prediction is pushed to spread over the classes.
+            var mean = logits.softmax(-1).mean([0]);
+            var diversity = -(mean * (mean + EntropyLoss.DefaultEpsilon).log()).sum();
+            loss = loss - (diversityWeight * diversity);
+        }
+
+        return loss;
+    }
+
     internal override ObjectiveRun Start(IAdaptableModel model, IReadOnlyList<ClassificationTask> tasks, int seed, ILogger logger) =>
         new Run(this, model, tasks);
 
@@ -63,15 +81,7 @@ public sealed class EntropyObjective : AdaptationObjective
             for (int i = 0; i < tasks.Count; i++)
             {
                 var task = tasks[i];
-                var logits = task.Logits(batches[i].Images, model.Features);
-                var loss = EntropyLoss.Compute(logits);
-                if (objective.DiversityWeight > 0)
-                {
-                    // −H(p̄): the batch's mean prediction is pushed to spread over the classes.
-                    var mean = logits.softmax(-1).mean([0], keepdim: true);
-                    var diversity = -(mean * (mean + EntropyLoss.DefaultEpsilon).log()).sum();
-                    loss = loss - (objective.DiversityWeight * diversity);
-                }
+                var loss = Loss(task.Logits(batches[i].Images, model.Features), objective.DiversityWeight);
 
                 double value = loss.item<float>();
                 if (!double.IsFinite(value))

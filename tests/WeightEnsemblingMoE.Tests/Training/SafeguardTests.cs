@@ -146,6 +146,30 @@ public sealed class SafeguardTests
     }
 
     [Test]
+    public void DiversityLoss_MatchesPyTorchsValueAndGradient()
+    {
+        // tools/fixtures/diversity_loss_reference.py: PyTorch autograd in float64 on float32 logits.
+        string path = Path.Combine(AppContext.BaseDirectory, "Fixtures", "Training", "diversity_loss.json");
+        using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(path));
+        int index = 0;
+        foreach (var item in document.RootElement.GetProperty("cases").EnumerateArray())
+        {
+            var rows = item.GetProperty("logits").EnumerateArray().Select(r => r.EnumerateArray().Select(v => v.GetSingle()).ToArray()).ToArray();
+            var expectedGradient = item.GetProperty("gradient").EnumerateArray().SelectMany(r => r.EnumerateArray().Select(v => v.GetDouble())).ToArray();
+            using var logits = tensor(rows.SelectMany(r => r).ToArray(), [rows.Length, rows[0].Length]).to_type(ScalarType.Float64).requires_grad_(true);
+
+            using var loss = EntropyObjective.Loss(logits, item.GetProperty("weight").GetDouble());
+            loss.backward();
+
+            Assert.That(loss.item<double>(), Is.EqualTo(item.GetProperty("loss").GetDouble()).Within(1e-10), $"case {index}");
+            Assert.That(logits.grad!.data<double>().ToArray(), Is.EqualTo(expectedGradient).Within(1e-10), $"case {index}");
+            index++;
+        }
+
+        Assert.That(index, Is.EqualTo(4));
+    }
+
+    [Test]
     public void EarlyStopping_KeepsTheBestChecksParametersAndStopsWhenPatienceRunsOut()
     {
         using var model = fixture.Upscale();
