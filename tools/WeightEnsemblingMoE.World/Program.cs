@@ -70,26 +70,18 @@ if (command == "premises")
 }
 
 int steps = options.TryGetValue("steps", out string? s) ? int.Parse(s, CultureInfo.InvariantCulture) : 1000;
-if (command == "safeguards")
-{
-    var guarded = WorldExperiment.RunSafeguards(zoo, steps, Log);
-    var taskNames = zoo.Tasks.Select(t => t.Name).ToList();
-    WriteAtomically(Path.Combine(results, "safeguards.json"), WorldExperiment.ToJson(guarded));
-    WriteAtomically(Path.Combine(results, "safeguards.md"), WorldExperiment.ToMarkdown(guarded, taskNames));
-    Console.WriteLine(WorldExperiment.ToMarkdown(guarded, taskNames));
-    Log($"safeguards run in {watch.Elapsed.TotalSeconds:F0} s");
-    return 0;
-}
-
 var methods = options.TryGetValue("methods", out string? m)
     ? m.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Enum.Parse<MergingMethod>).ToList()
     : null;
-var rows = WorldExperiment.Run(zoo, steps, methods, !options.ContainsKey("no-recipes"), Log);
+var rows = command == "safeguards"
+    ? WorldExperiment.RunSafeguards(zoo, steps, Log)
+    : WorldExperiment.Run(zoo, steps, methods, !options.ContainsKey("no-recipes"), Log);
 var names = zoo.Tasks.Select(t => t.Name).ToList();
-WriteAtomically(Path.Combine(results, "benchmark.json"), WorldExperiment.ToJson(rows));
-WriteAtomically(Path.Combine(results, "benchmark.md"), WorldExperiment.ToMarkdown(rows, names));
-Console.WriteLine(WorldExperiment.ToMarkdown(rows, names));
-Log($"benchmark run in {watch.Elapsed.TotalSeconds:F0} s");
+string markdown = WorldExperiment.ToMarkdown(rows, names);
+WriteAtomically(Path.Combine(results, $"{command}.json"), WorldExperiment.ToJson(rows));
+WriteAtomically(Path.Combine(results, $"{command}.md"), markdown);
+Console.WriteLine(markdown);
+Log($"{command} run in {watch.Elapsed.TotalSeconds:F0} s");
 return 0;
 
 static void WriteAtomically(string path, string text)
