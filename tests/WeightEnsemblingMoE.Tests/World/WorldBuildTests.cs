@@ -245,6 +245,23 @@ public sealed class WorldBuildTests
     }
 
     [Test]
+    public void Safeguards_RunWemoeOncePerVariant_AndRecordTheSafeguardsAndTheRouting()
+    {
+        using var zoo = WorldZoo.Open(_config, _output);
+
+        var rows = WorldExperiment.RunSafeguards(zoo, steps: 2, _ => { });
+
+        var details = rows.Select(r => (string)r["detail"]!).ToList();
+        Assert.That(rows.Select(r => (string)r["method"]!), Is.EqualTo(WeightEnsembling.Experiments.SafeguardStudy.Variants.Select(v => $"WEMoE (2-layer), {v.Label}")));
+        Assert.That(details, Has.All.Contain("test routing: mean Σr").And.All.Contain("pre-trained projection"));
+        Assert.That(details[0], Does.Not.Contain("anchor").And.Not.Contain("diversity").And.Not.Contain("early stopping"));
+        Assert.That(details[2], Does.Contain("anchor 100"));
+        Assert.That(details[3], Does.Contain("diversity 1"));
+        Assert.That(details[4], Does.Contain("early stopping every 50 steps, kept step"));
+        Assert.That(details[5], Does.Contain("anchor 100, diversity 1, early stopping"));
+    }
+
+    [Test]
     public void Probe_SeparatesTasksWhoseImagesDifferAndNotIdenticalOnes()
     {
         using var zoo = WorldZoo.Open(_config, _output);
