@@ -7,7 +7,9 @@ namespace WeightEnsembling.Tests.Performance;
 /// <summary>
 /// The no-gradient per-sample linear path (merged weights built block of output rows by block in a reused buffer) equals
 /// the simple path (all B weight sets, autograd), keeps its memory across calls, and is not taken when gradients flow.
-/// Shapes are chosen so that B·in·out spans several blocks with a partial last one (8 M elements per block).
+/// Shapes are chosen so that B·in·out spans several blocks with a partial last one (8 M elements per block). On a CPU with
+/// AVX2 and FMA the dense float32 storage takes the per-sample GEMM (<see cref="PerSampleGemmKernel"/>) instead, which
+/// needs no workspace: <see cref="BlockedWorkspace"/> says which storages use one here.
 /// </summary>
 [TestFixture, NonParallelizable]
 public sealed class MergeWorkspaceTests
@@ -27,6 +29,9 @@ public sealed class MergeWorkspaceTests
         var taus = Enumerable.Range(0, Tasks).Select(_ => randn(new long[] { Out, In }, generator: generator) * 0.01).ToList();
         return (x, r, w, bias, taus);
     }
+
+    /// <summary>Whether the no-grad path of <paramref name="kind"/> runs through the blocked workspace on this CPU.</summary>
+    private static bool BlockedWorkspace(string kind) => kind == "sparse" || !PerSampleGemmKernel.IsSupported;
 
     private static TaskVectorStorage Storage(string kind, List<Tensor> taus) =>
         kind == "dense" ? new DenseTaskVectorStorage(stack(taus, 0)) : new SparseTaskVectorStorage(taus, 0.8);
@@ -53,7 +58,7 @@ public sealed class MergeWorkspaceTests
             fast = withWeight ? storage.BatchedLinear(x, r, w, bias) : storage.BatchedLinearDelta(x, r);
         }
 
-        Assert.That(TaskVectorStorage.HasWorkspace, Is.True);
+        Assert.That(TaskVectorStorage.HasWorkspace, Is.EqualTo(BlockedWorkspace(kind)));
         Assert.That((fast - expected).abs().max().item<float>(), Is.LessThan(1e-5f));
     }
 
@@ -113,7 +118,7 @@ public sealed class MergeWorkspaceTests
         }
 
         Assert.That(DisposeScopeManager.Statistics.ThreadTotalLiveCount, Is.EqualTo(live));
-        Assert.That(TaskVectorStorage.WorkspaceElementsForTests, Is.EqualTo(storage.RowsPerBlockForTests(Batch) * Batch * In));
+        Assert.That(TaskVectorStorage.WorkspaceElementsForTests, Is.EqualTo(BlockedWorkspace(kind) ? storage.RowsPerBlockForTests(Batch) * Batch * In : 0));
     }
 
     [Test]
@@ -145,15 +150,16 @@ public sealed class MergeWorkspaceTests
 
         // Reference gradient: d/dr_bt Σ x_b (W + Σ r τ)ᵀ = Σ_n,o (x_b τ_tᵀ)_no.
         var expected = stack(pruned.Select(tau => nn.functional.linear(x, tau).sum([1L, 2L])).ToArray(), 1);
-        // The dense storage's autograd path is blocked too (PerSampleLinearFunction, float32/float64 on the CPU); the
-        // sparse storage's still builds all B weight sets.
-        Assert.That(TaskVectorStorage.HasWorkspace, Is.EqualTo(kind == "dense"));
+        // The dense storage's autograd path is PerSampleLinearFunction: its forward is the per-sample GEMM where the CPU
+        // has AVX2 and FMA (no workspace; the backward needs one only for the input's gradient), the blocked merge
+        // otherwise; the sparse storage's still builds all B weight sets.
+        Assert.That(TaskVectorStorage.HasWorkspace, Is.EqualTo(kind == "dense" && !PerSampleGemmKernel.IsSupported));
         // float32 sums over N·out·in terms: compare relative to the largest gradient.
         Assert.That((rFast.grad! - expected).abs().max().item<float>(), Is.LessThan(1e-5f * expected.abs().max().item<float>()));
     }
 
     [Test]
-    public void GradEnabled_NothingRequiresGrad_UsesTheBlockedPath()
+    public void GradEnabled_NothingRequiresGrad_TakesTheInferencePath()
     {
         using var scope = NewDisposeScope();
         var (x, r, w, bias, taus) = Data();
@@ -161,7 +167,7 @@ public sealed class MergeWorkspaceTests
 
         var result = storage.BatchedLinear(x, r, w, bias);
 
-        Assert.That(TaskVectorStorage.HasWorkspace, Is.True);
+        Assert.That(TaskVectorStorage.HasWorkspace, Is.EqualTo(BlockedWorkspace("dense")));
         Assert.That(result.requires_grad, Is.False);
     }
 }
