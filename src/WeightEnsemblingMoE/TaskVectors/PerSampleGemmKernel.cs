@@ -37,7 +37,16 @@ internal static unsafe class PerSampleGemmKernel
     /// row-major float32 block: x [B, N, K], W [O, K] (or null: zero), taus [T, O, K], routing [B, T], bias [O] (or null),
     /// y [B, N, O] (overwritten). Output rows are split over up to <paramref name="threads"/> threads.
     /// </summary>
-    internal static void Run(float* x, int batch, int tokens, int inFeatures, float* weight, float* taus, int tasks, float* routing, float* bias, float* y, int outFeatures, int threads)
+    internal static void Run(float* x, int batch, int tokens, int inFeatures, float* weight, float* taus, int tasks, float* routing, float* bias, float* y, int outFeatures, int threads) =>
+        Run(new DensePanels(taus, outFeatures, inFeatures), x, batch, tokens, inFeatures, weight, tasks, routing, bias, y, outFeatures, threads);
+
+    /// <summary>
+    /// <see cref="Run(float*, int, int, int, float*, float*, int, float*, float*, float*, int, int)"/> with the task vectors'
+    /// panels supplied by <paramref name="source"/> (dense rows, or a sparse storage decoding its mask), each (task, panel,
+    /// depth block) asked for once, in increasing depth order per panel.
+    /// </summary>
+    internal static void Run<TSource>(TSource source, float* x, int batch, int tokens, int inFeatures, float* weight, int tasks, float* routing, float* bias, float* y, int outFeatures, int threads)
+        where TSource : struct, IPanelSource
     {
         if (batch == 0 || tokens == 0 || outFeatures == 0)
         {
@@ -46,15 +55,15 @@ internal static unsafe class PerSampleGemmKernel
 
         int panels = (outFeatures + PanelWidth - 1) / PanelWidth;
         int parts = Math.Clamp(threads, 1, panels);
-        var arguments = new Arguments(x, batch, tokens, inFeatures, weight, taus, tasks, routing, bias, y, outFeatures);
+        var arguments = new Arguments(x, batch, tokens, inFeatures, weight, tasks, routing, bias, y, outFeatures);
         if (parts == 1)
         {
-            Panels(arguments, 0, panels);
+            Panels(source, arguments, 0, panels);
             return;
         }
 
         Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, part =>
-            Panels(arguments, panels * part / parts, panels * (part + 1) / parts));
+            Panels(source, arguments, panels * part / parts, panels * (part + 1) / parts));
     }
 
     /// <summary>
@@ -63,7 +72,8 @@ internal static unsafe class PerSampleGemmKernel
     /// with contiguous vector streams and multiplied.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Panels(Arguments a, int first, int last)
+    private static void Panels<TSource>(TSource source, Arguments a, int first, int last)
+        where TSource : struct, IPanelSource
     {
         int depthBlock = DepthFor(a.Tasks);
         long panelFloats = (long)depthBlock * PanelWidth;
@@ -78,6 +88,7 @@ internal static unsafe class PerSampleGemmKernel
         float* sources = (float*)NativeMemory.AlignedAlloc((nuint)(sourceStride * (a.Tasks + 1) * sizeof(float)), 64);
         float* xs = (float*)NativeMemory.AlignedAlloc((nuint)(xFloats * sizeof(float)), 64);
         float* edge = (float*)NativeMemory.AlignedAlloc((nuint)(PanelWidth * sizeof(float)), 64);
+        float* scratch = (float*)NativeMemory.AlignedAlloc((nuint)(panelFloats * sizeof(float)), 64);
         try
         {
             int k0 = 0;
@@ -100,7 +111,7 @@ internal static unsafe class PerSampleGemmKernel
                     float* weightPanel = a.Weight == null ? null : sources + (a.Tasks * sourceStride);
                     for (int t = 0; t < a.Tasks; t++)
                     {
-                        Pack(a.Taus + (t * (long)a.OutFeatures * a.InFeatures) + offset, a.InFeatures, width, depth, sources + (t * sourceStride));
+                        source.Pack(t, o0, width, k0, depth, scratch, sources + (t * sourceStride));
                     }
 
                     if (weightPanel != null)
@@ -149,6 +160,7 @@ internal static unsafe class PerSampleGemmKernel
         }
         finally
         {
+            NativeMemory.AlignedFree(scratch);
             NativeMemory.AlignedFree(edge);
             NativeMemory.AlignedFree(xs);
             NativeMemory.AlignedFree(sources);
@@ -167,7 +179,7 @@ internal static unsafe class PerSampleGemmKernel
     /// matrix transposed into panel layout, 8 × 8 tiles through registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Pack(float* src, int ld, int width, int depth, float* dst)
+    internal static void Pack(float* src, int ld, int width, int depth, float* dst)
     {
         for (int group = 0; group < 2; group++)
         {
@@ -493,8 +505,26 @@ internal static unsafe class PerSampleGemmKernel
         (c1 + d1).Store(y + 8);
     }
 
+    /// <summary>Supplies the kernel with the task vectors' rows of one panel, transposed into panel layout.</summary>
+    internal interface IPanelSource
+    {
+        /// <summary>
+        /// dst[k·16 + j] = τ_task[o0 + j, k0 + k] for k &lt; depth, j &lt; width, zero for j ≥ width (16 floats per k);
+        /// <paramref name="scratch"/> holds 16 × depth floats the source may use.
+        /// </summary>
+        void Pack(int task, int o0, int width, int k0, int depth, float* scratch, float* dst);
+    }
+
+    /// <summary>Dense task vectors [T, O, K], row-major float32: each panel transposed straight from the rows.</summary>
+    internal readonly struct DensePanels(float* taus, int outFeatures, int inFeatures) : IPanelSource
+    {
+        /// <inheritdoc/>
+        public void Pack(int task, int o0, int width, int k0, int depth, float* scratch, float* dst) =>
+            PerSampleGemmKernel.Pack(taus + (task * (long)outFeatures * inFeatures) + ((long)o0 * inFeatures) + k0, inFeatures, width, depth, dst);
+    }
+
     /// <summary>The operands of one call (pointers into tensors the caller keeps alive).</summary>
-    private readonly struct Arguments(float* x, int batch, int tokens, int inFeatures, float* weight, float* taus, int tasks, float* routing, float* bias, float* y, int outFeatures)
+    private readonly struct Arguments(float* x, int batch, int tokens, int inFeatures, float* weight, int tasks, float* routing, float* bias, float* y, int outFeatures)
     {
         internal float* X { get; } = x;
 
@@ -505,8 +535,6 @@ internal static unsafe class PerSampleGemmKernel
         internal int InFeatures { get; } = inFeatures;
 
         internal float* Weight { get; } = weight;
-
-        internal float* Taus { get; } = taus;
 
         internal int Tasks { get; } = tasks;
 

@@ -412,6 +412,12 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     /// </summary>
     private Tensor Blocked(Tensor x, Tensor r, Tensor? w, Tensor? b)
     {
+        if (PerSampleGemmKernel.IsSupported && values.dtype == ScalarType.Float32 && x.dtype == ScalarType.Float32
+            && x.device_type == DeviceType.CPU && ManagedDensifyApplies())
+        {
+            return PerSampleGemm(x, r, w, b);
+        }
+
         long rowsPerBlock = RowsPerBlock(x.shape[0]);
         long inFeatures = Shape[1];
         var offsets = BlockOffsets(rowsPerBlock * inFeatures);
@@ -425,6 +431,63 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
             Densify(maskBits, managed, row * inFeatures, rows * inFeatures, offsets, j, scratch);
             block.addmm_(r, StoredPrecision.Upcast(scratch, r.dtype), beta: 1, alpha: 1);
         });
+    }
+
+    /// <summary>
+    /// The per-sample linear layer through <see cref="PerSampleGemmKernel"/> (float32 CPU values, AVX2 + FMA): the kernel
+    /// asks for each (task, 16 output rows, depth block) panel once, and <see cref="SparsePanels"/> decodes those rows'
+    /// mask bits into it, so nothing larger than one panel is ever dense.
+    /// </summary>
+    private unsafe Tensor PerSampleGemm(Tensor x, Tensor r, Tensor? w, Tensor? b)
+    {
+        using var scope = NewDisposeScope();
+        long batch = x.shape[0], tokens = x.shape[1], outFeatures = Shape[0], inFeatures = Shape[1];
+        var rowOffsets = BlockOffsets(inFeatures);
+        var cursor = new long[TaskCount * outFeatures];
+        for (int t = 0; t < TaskCount; t++)
+        {
+            Array.Copy(rowOffsets[t], 0, cursor, t * outFeatures, outFeatures);
+        }
+
+        var maskBytes = MaskBytes();
+        var xs = x.contiguous();
+        var rs = r.contiguous();
+        var ws = w?.contiguous();
+        var bs = b?.contiguous();
+        var result = empty([batch, tokens, outFeatures], ScalarType.Float32, x.device);
+        int threads = FusedMergeKernel.MaxThreads > 0 ? FusedMergeKernel.MaxThreads : Math.Max(1, torch.get_num_threads());
+        fixed (long* c = cursor)
+        {
+            var source = new SparsePanels(
+                (byte*)FusedMergeKernel.Address(maskBytes),
+                maskBytesPerTask,
+                values.numel() == 0 ? null : (float*)FusedMergeKernel.Address(values),
+                values.numel(),
+                c,
+                checked((int)outFeatures),
+                checked((int)inFeatures));
+            PerSampleGemmKernel.Run(
+                source,
+                (float*)FusedMergeKernel.Address(xs),
+                checked((int)batch),
+                checked((int)tokens),
+                checked((int)inFeatures),
+                ws is null ? null : (float*)FusedMergeKernel.Address(ws),
+                TaskCount,
+                (float*)FusedMergeKernel.Address(rs),
+                bs is null ? null : (float*)FusedMergeKernel.Address(bs),
+                (float*)FusedMergeKernel.Address(result),
+                checked((int)outFeatures),
+                threads);
+        }
+
+        GC.KeepAlive(maskBytes);
+        GC.KeepAlive(xs);
+        GC.KeepAlive(rs);
+        GC.KeepAlive(ws);
+        GC.KeepAlive(bs);
+        GC.KeepAlive(values);
+        return result.MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -663,6 +726,33 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
 
         using var scope = NewDisposeScope();
         return mask.to(ScalarType.Byte).to(values.device).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The panels of <see cref="PerSampleGemm"/>: row o of task t's panel is decoded from the mask into the scratch rows
+    /// (<see cref="Fill{TElement}"/>: cleared, then each kept value written at its bit's position), starting at the
+    /// value offset <c>cursor[t·out + o]</c>, which then advances past the values used; the kernel asks for each row's
+    /// depth blocks in order, and its threads own disjoint rows. The scratch rows are then transposed into panel layout.
+    /// </summary>
+    private readonly unsafe struct SparsePanels(byte* mask, long maskBytesPerTask, float* values, long valueCount, long* cursor, int outFeatures, int inFeatures)
+        : PerSampleGemmKernel.IPanelSource
+    {
+        /// <inheritdoc/>
+        public void Pack(int task, int o0, int width, int k0, int depth, float* scratch, float* dst)
+        {
+            var maskRow = new ReadOnlySpan<byte>(mask + (task * maskBytesPerTask), checked((int)maskBytesPerTask));
+            for (int i = 0; i < width; i++)
+            {
+                long at = ((long)task * outFeatures) + o0 + i;
+                long offset = cursor[at];
+                int available = (int)Math.Min(int.MaxValue, valueCount - offset);
+                var source = available == 0 ? ReadOnlySpan<uint>.Empty : new ReadOnlySpan<uint>((uint*)values + offset, available);
+                var target = new Span<uint>((uint*)scratch + ((long)i * depth), depth);
+                cursor[at] = offset + Fill(maskRow, ((long)(o0 + i) * inFeatures) + k0, source, target);
+            }
+
+            PerSampleGemmKernel.Pack(scratch, depth, width, depth, dst);
+        }
     }
 
     private void CheckTask(int task)

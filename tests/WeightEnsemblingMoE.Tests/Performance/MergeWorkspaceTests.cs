@@ -8,8 +8,8 @@ namespace WeightEnsembling.Tests.Performance;
 /// The no-gradient per-sample linear path (merged weights built block of output rows by block in a reused buffer) equals
 /// the simple path (all B weight sets, autograd), keeps its memory across calls, and is not taken when gradients flow.
 /// Shapes are chosen so that B·in·out spans several blocks with a partial last one (8 M elements per block). On a CPU with
-/// AVX2 and FMA the dense float32 storage takes the per-sample GEMM (<see cref="PerSampleGemmKernel"/>) instead, which
-/// needs no workspace: <see cref="BlockedWorkspace"/> says which storages use one here.
+/// AVX2 and FMA the dense and sparse float32 storages take the per-sample GEMM (<see cref="PerSampleGemmKernel"/>)
+/// instead, which needs no workspace: <see cref="BlockedWorkspace"/> says whether they use one here.
 /// </summary>
 [TestFixture, NonParallelizable]
 public sealed class MergeWorkspaceTests
@@ -31,7 +31,7 @@ public sealed class MergeWorkspaceTests
     }
 
     /// <summary>Whether the no-grad path of <paramref name="kind"/> runs through the blocked workspace on this CPU.</summary>
-    private static bool BlockedWorkspace(string kind) => kind == "sparse" || !PerSampleGemmKernel.IsSupported;
+    private static bool BlockedWorkspace(string kind) => kind is "dense" or "sparse" && !PerSampleGemmKernel.IsSupported;
 
     private static TaskVectorStorage Storage(string kind, List<Tensor> taus) =>
         kind == "dense" ? new DenseTaskVectorStorage(stack(taus, 0)) : new SparseTaskVectorStorage(taus, 0.8);
@@ -59,7 +59,8 @@ public sealed class MergeWorkspaceTests
         }
 
         Assert.That(TaskVectorStorage.HasWorkspace, Is.EqualTo(BlockedWorkspace(kind)));
-        Assert.That((fast - expected).abs().max().item<float>(), Is.LessThan(1e-5f));
+        // Both float32, summed in different orders over 768 products: compare relative to the largest output.
+        Assert.That((fast - expected).abs().max().item<float>(), Is.LessThan(1e-5f * expected.abs().max().item<float>()));
     }
 
     /// <summary>

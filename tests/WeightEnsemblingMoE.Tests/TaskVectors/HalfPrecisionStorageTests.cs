@@ -255,13 +255,25 @@ public sealed class HalfPrecisionStorageTests
         Assert.That((fused - libtorch).abs().max().item<float>(), Is.LessThan(1e-5f * libtorch.abs().max().item<float>()));
     }
 
-    /// <summary>Routes every storage through libtorch's ops (no managed merge kernel) until disposed; tests run one at a time.</summary>
+    /// <summary>
+    /// Routes every storage through libtorch's ops (no managed merge kernel, no per-sample GEMM) until disposed; tests run
+    /// one at a time.
+    /// </summary>
     private sealed class LibTorchMergeOnly : IDisposable
     {
         private readonly bool _was = FusedMergeKernel.Enabled;
+        private readonly bool _gemm = PerSampleGemmKernel.Enabled;
 
-        public LibTorchMergeOnly() => FusedMergeKernel.Enabled = false;
+        public LibTorchMergeOnly()
+        {
+            FusedMergeKernel.Enabled = false;
+            PerSampleGemmKernel.Enabled = false;
+        }
 
-        public void Dispose() => FusedMergeKernel.Enabled = _was;
+        public void Dispose()
+        {
+            FusedMergeKernel.Enabled = _was;
+            PerSampleGemmKernel.Enabled = _gemm;
+        }
     }
 }

@@ -162,4 +162,43 @@ public sealed class PerSampleGemmKernelTests
             Assert.That(RelativeDifference(x.grad!, xRef.grad!), Is.LessThan(1e-5));
         }
     }
+
+    // --- the sparse storage: its panels decoded from the mask ---
+
+    [TestCase(5, 3, 7, 45, 37, 0.7, true)]     // rows of 37 bits: every row after the first starts mid-byte
+    [TestCase(9, 8, 13, 32, 700, 0.9, true)]   // three depth blocks per row, groups of 4 and a single sample
+    [TestCase(3, 2, 20, 19, 64, 0.0, false)]   // p = 0 keeps everything (equals dense); no W, no bias
+    public void Sparse_NoGrad_EqualsFloat64ReferenceFromToDense(int batch, int tasks, int tokens, int outFeatures, int inFeatures, double sparsity, bool withWeight)
+    {
+        using var scope = NewDisposeScope();
+        var c = Data(batch, tasks, tokens, outFeatures, inFeatures);
+        using var storage = new SparseTaskVectorStorage(Enumerable.Range(0, tasks).Select(t => c.Taus[t]).ToArray(), sparsity);
+        var pruned = stack(Enumerable.Range(0, tasks).Select(storage.ToDense).ToArray(), 0);
+
+        Tensor fast;
+        using (no_grad())
+        {
+            fast = withWeight ? storage.BatchedLinear(c.X, c.R, c.W, c.Bias) : storage.BatchedLinearDelta(c.X, c.R);
+        }
+
+        var expected = Reference(c.X, c.R, withWeight ? c.W : null, withWeight ? c.Bias : null, pruned);
+        Assert.That(RelativeDifference(fast, expected), Is.LessThan(2e-6));
+    }
+
+    [Test]
+    public void Sparse_KernelAndBlockedPath_Agree_AndRepeatedCallsEqualBitForBit()
+    {
+        using var scope = NewDisposeScope();
+        var c = Data(6, 4, 11, 40, 300);
+        using var storage = new SparseTaskVectorStorage(Enumerable.Range(0, 4).Select(t => c.Taus[t]).ToArray(), 0.8);
+        using var guard = no_grad();
+        FusedMergeKernel.MaxThreads = 2;
+        var kernel = storage.BatchedLinear(c.X, c.R, c.W, c.Bias);
+        var again = storage.BatchedLinear(c.X, c.R, c.W, c.Bias);
+        PerSampleGemmKernel.Enabled = false;
+        var blocked = storage.BatchedLinear(c.X, c.R, c.W, c.Bias);
+        Assert.That(again.eq(kernel).all().item<bool>(), Is.True, "the value cursors start afresh on every call");
+        Assert.That(RelativeDifference(kernel, blocked), Is.LessThan(2e-6));
+        Assert.That(RelativeDifference(kernel, blocked), Is.GreaterThan(0), "the two paths accumulate in different orders");
+    }
 }
