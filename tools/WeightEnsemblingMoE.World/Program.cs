@@ -11,10 +11,12 @@ using WeightEnsembling.World;
 //   benchmark --config FILE --world FOLDER [--steps N] [--methods A,B] [--no-recipes] [--threads N]
 //                                                                        (writes FOLDER/results/benchmark.{json,md})
 //   safeguards --config FILE --world FOLDER [--steps N] [--threads N]   (item 6; writes FOLDER/results/safeguards.{json,md})
+//   export-quickstart --config FILE --world FOLDER --out FOLDER         (item 8: the QuickStart's assets)
 const string Usage = "usage: build --config FILE --out FOLDER [--cache FOLDER (default $WEMOE_WORLD_CACHE or ~/.cache/wemoe-world)] [--threads N]\n"
     + "       premises --config FILE --world FOLDER [--threads N]\n"
     + "       benchmark --config FILE --world FOLDER [--steps N (default 1000)] [--methods NAME,NAME] [--no-recipes] [--threads N]\n"
-    + "       safeguards --config FILE --world FOLDER [--steps N (default 1000)] [--threads N]";
+    + "       safeguards --config FILE --world FOLDER [--steps N (default 1000)] [--threads N]\n"
+    + "       export-quickstart --config FILE --world FOLDER --out FOLDER";
 var options = new Dictionary<string, string>();
 for (int i = 1; i < args.Length; i++)
 {
@@ -34,6 +36,7 @@ bool ok = command switch
 {
     "build" => options.ContainsKey("config") && options.ContainsKey("out"),
     "premises" or "benchmark" or "safeguards" => options.ContainsKey("config") && options.ContainsKey("world"),
+    "export-quickstart" => options.ContainsKey("config") && options.ContainsKey("world") && options.ContainsKey("out"),
     _ => false,
 };
 if (!ok)
@@ -50,6 +53,16 @@ if (command == "build")
     var builder = new WorldBuilder(config, options["out"], options.GetValueOrDefault("cache") ?? NpmPackageCache.DefaultFolder, Log);
     var summary = builder.Build();
     Console.WriteLine(summary.ToMarkdown());
+    return 0;
+}
+
+if (command == "export-quickstart")
+{
+    foreach (string line in QuickStartExport.Export(config, options["world"], options["out"]))
+    {
+        Log(line);
+    }
+
     return 0;
 }
 

@@ -7,13 +7,15 @@ namespace WeightEnsembling.TaskVectors;
 
 /// <summary>
 /// The per-sample linear y_b = x_b·(W + Σ_t R[b, t]·τ_t)ᵀ + bias as one managed float32 GEMM whose weight-panel packing
-/// does the merge (AVX2 + FMA): for each block of 16 output rows and <see cref="DepthFor"/> input columns, W's and the
-/// T task vectors' rows are transposed once into 16-wide panels (which stay in L2 across the B samples); each sample's
-/// merged panel is then a contiguous weighted sum of them, written into L1 and multiplied at once by a 6 × 16
-/// register-blocked micro-kernel. No merged
-/// weight set ever reaches memory, where the blocked path writes the B merged row blocks out and reads them back through
-/// <c>bmm</c> (docs/benchmarks.md). The panel layout and the micro-kernel follow the usual BLIS/GotoBLAS design
-/// (broadcast one operand, vector-load the packed other).
+/// does the merge (AVX2 + FMA). For each block of <see cref="DepthFor"/> input columns, every sample's tokens are copied
+/// into one contiguous buffer; then for each panel of 16 output rows, W's and the T task vectors' rows are transposed
+/// once into 16-wide panels (about 150 KB at T = 8, kept in L2 across the B samples), four samples' merged panels are
+/// computed together as contiguous weighted sums of them (each source vector loaded once for the four), and each is
+/// multiplied at once by a 6 × 16 register-blocked micro-kernel. No merged weight set ever reaches memory, where the
+/// blocked path writes the B merged row blocks out and reads them back through <c>bmm</c> (docs/benchmarks.md). The
+/// panel layout and the micro-kernel follow the usual BLIS/GotoBLAS design (broadcast one operand, vector-load the
+/// packed other). Each output element is computed by one thread in a fixed order, so results do not depend on the
+/// thread count.
 /// </summary>
 internal static unsafe class PerSampleGemmKernel
 {

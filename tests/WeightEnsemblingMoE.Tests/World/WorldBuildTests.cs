@@ -132,6 +132,56 @@ public sealed class WorldBuildTests
     }
 
     [Test]
+    public void ExportQuickStart_WritesLoadableFloatSixteenModels_AndReplacesTheFolder()
+    {
+        string output = Path.Combine(_output, "quickstart-assets");
+        Directory.CreateDirectory(output);
+        File.WriteAllText(Path.Combine(output, "stale.txt"), "from an earlier export");
+
+        var log = QuickStartExport.Export(_config, _output, output);
+
+        Assert.That(File.Exists(Path.Combine(output, "stale.txt")), Is.False, "the folder is replaced, not merged");
+        Assert.That(Directory.Exists(output + ".tmp"), Is.False);
+        Assert.That(File.ReadAllText(Path.Combine(output, "README.md")), Does.Contain("CC BY 4.0"));
+        using var clip = WeightEnsembling.Clip.ClipModel.FromPretrained(Path.Combine(output, "pretrained"));
+        using var original = WeightEnsembling.Clip.ClipModel.FromPretrained(Path.Combine(_output, "pretrained"));
+        var tokenizer = ClipTokenizer.FromPretrained(Path.Combine(output, "pretrained"));
+        Assert.That(tokenizer.VocabSize, Is.EqualTo(clip.Config.TextConfig.VocabSize));
+        var exported = clip.state_dict();
+        foreach (var (key, value) in original.state_dict())
+        {
+            var rounded = value.to(TorchSharp.torch.ScalarType.Float16).to(TorchSharp.torch.ScalarType.Float32);
+            Assert.That(exported[key].eq(rounded).all().item<bool>(), Is.True, $"pretrained {key} is the float16 rounding of the world's");
+        }
+
+        foreach (var task in _config.Tasks)
+        {
+            string expertFolder = Path.Combine(output, "experts", task.Name);
+            using var expert = WeightEnsembling.Clip.ClipVisionModel.FromPretrained(expertFolder);
+            using var source = WeightEnsembling.Clip.ClipVisionModel.FromPretrained(Path.Combine(_output, "zoo", "experts", task.Name));
+            Assert.That(File.ReadAllText(Path.Combine(expertFolder, "config.json")), Does.Contain("float16"));
+            var weights = source.state_dict();
+            foreach (var (key, value) in expert.state_dict())
+            {
+                var rounded = weights[key].to(TorchSharp.torch.ScalarType.Float16).to(TorchSharp.torch.ScalarType.Float32);
+                Assert.That(value.eq(rounded).all().item<bool>(), Is.True, $"{task.Name} {key} is the float16 rounding of the expert");
+            }
+
+            using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "tasks", task.Name, "task.json")));
+            Assert.That(json.RootElement.GetProperty("classNames").GetArrayLength(), Is.EqualTo(task.Classes.Count));
+            foreach (string split in new[] { "val", "test" })
+            {
+                using var data = ImageFolderDataset.Open(Path.Combine(output, "tasks", task.Name, split), WorldBuilder.Processor(_config.ImageSize), name: task.Name);
+                Assert.That(data.Count, Is.EqualTo(split == "val" ? task.Val : task.Test));
+            }
+
+            Assert.That(Directory.Exists(Path.Combine(output, "tasks", task.Name, "train")), Is.False, "training images are not shipped");
+        }
+
+        Assert.That(log[^1], Does.StartWith("exported to"));
+    }
+
+    [Test]
     public void Rebuild_WithTheSameConfig_SkipsEveryStage_AndAChangedSectionRebuildsFromThere()
     {
         var again = new WorldBuilder(_config, _output, Path.Combine(_output, "cache"), _ => { });
