@@ -1,9 +1,6 @@
-using System.Diagnostics;
 using Spectre.Console;
 using TorchSharp;
-using WeightEnsembling.Clip;
 using WeightEnsembling.Evaluation;
-using WeightEnsembling.Merging;
 using WeightEnsembling.Models;
 using WeightEnsembling.Tasks;
 using WeightEnsembling.Training;
@@ -69,42 +66,12 @@ internal static class GreySuite
         var runner = new MethodRunner();
 
         var adaptation = new AdaptationOptions { Steps = steps, BatchSize = 16, LearningRate = 1e-4, Seed = 0 };
-        double[] lambdas = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
-        // 3. Reference points and the static merges (λ chosen on validation, as the papers do).
-        runner.Run("Pre-trained", test.Count, report =>
-        {
-            using var model = pool.LoadPretrainedModel();
-            return (ModelEvaluator.Evaluate("Pre-trained", model, test, progress: MethodRunner.PerTask(report)), "");
-        });
-        runner.Run("Individual", test.Count, report =>
-        {
-            var scores = new List<TaskScore>();
-            for (int t = 0; t < test.Count; t++)
-            {
-                using var expert = pool.LoadExpertModel(t);
-                scores.Add(ModelEvaluator.Evaluate("Individual", expert, [test[t]]).Scores[0]);
-                report(t + 1);
-            }
+        // 3. Reference points and the baselines: task arithmetic and TIES (λ chosen on validation, as the papers do), and
+        // layer-wise AdaMerging (coefficients trained by entropy minimisation, then merged into a plain model).
+        runner.RunBaselines("Pre-trained", pool, validation, test, adaptation);
 
-            return (new EvaluationReport("Individual", scores), "each expert on its own task");
-        });
-
-        runner.Run("Task arithmetic", lambdas.Length, report => MethodRunner.SearchLambda("Task arithmetic", lambdas, validation, test, l => ModelMerging.TaskArithmetic(pool, l), report));
-        runner.Run("TIES-merging", lambdas.Length, report => MethodRunner.SearchLambda("TIES-merging", lambdas, validation, test, l => ModelMerging.Ties(pool, new TiesMergingOptions { ScalingFactor = l }), report));
-
-        // 4. AdaMerging: layer-wise merging coefficients trained by entropy minimisation, then merged into a plain model.
-        runner.Run("AdaMerging (layer-wise)", steps, report =>
-        {
-            using var model = AdaMergingModel.Create(pool);
-            var options = adaptation.Clone();
-            options.LearningRate = 1e-3;
-            new AdaptationTrainer().Adapt(model, test, options, MethodRunner.PerStep(report));
-            using var merged = model.MergeAndUnload();
-            return (ModelEvaluator.Evaluate("AdaMerging (layer-wise)", merged, test), $"{steps} steps, lr 1e-3");
-        });
-
-        // 5. WEMoE and E-WEMoE: upcycle the pool, train only the routers on unlabelled test batches, evaluate per sample.
+        // 4. WEMoE and E-WEMoE: upcycle the pool, train only the routers on unlabelled test batches, evaluate per sample.
         string saved = Path.Combine(Path.GetTempPath(), "wemoe-quickstart-grey-routers");
         EvaluationReport? wemoeReport = null;
         long wemoeTrainable = 0;
@@ -128,7 +95,7 @@ internal static class GreySuite
             return (ModelEvaluator.Evaluate("E-WEMoE (p = 0.9)", upscaled, test), $"{steps} steps, lr 1e-4");
         });
 
-        // 6. The saved routers rebuild the same model from the pool: what a service would load.
+        // 5. The saved routers rebuild the same model from the pool: what a service would load.
         using (var reloaded = UpscaledModel.FromPretrained(saved, pool))
         {
             var again = ModelEvaluator.Evaluate("WEMoE (reloaded)", reloaded, test);
@@ -137,7 +104,7 @@ internal static class GreySuite
                 + (Math.Abs(again.AverageAccuracy - wemoeReport!.AverageAccuracy) < 1e-12 ? "(identical)." : "[red](differs!)[/]"));
         }
 
-        // 7. The table.
+        // 6. The table.
         runner.PrintTable(test.Select(t => t.Name));
         double Average(string method) => runner.Average(method);
         AnsiConsole.MarkupLine(

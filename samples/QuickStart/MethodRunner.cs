@@ -2,6 +2,8 @@ using System.Diagnostics;
 using Spectre.Console;
 using WeightEnsembling.Clip;
 using WeightEnsembling.Evaluation;
+using WeightEnsembling.Merging;
+using WeightEnsembling.Models;
 using WeightEnsembling.Tasks;
 using WeightEnsembling.Training;
 
@@ -76,7 +78,7 @@ internal sealed class MethodRunner
     /// Chooses λ among <paramref name="lambdas"/> by average validation accuracy (as the papers do), then evaluates the
     /// chosen merge on the test splits.
     /// </summary>
-    public static (EvaluationReport Report, string Detail) SearchLambda(
+    private static (EvaluationReport Report, string Detail) SearchLambda(
         string method,
         IReadOnlyList<double> lambdas,
         IReadOnlyList<ClassificationTask> validation,
@@ -95,6 +97,45 @@ internal sealed class MethodRunner
 
         using var chosen = merge(best);
         return (ModelEvaluator.Evaluate(method, chosen, test), $"λ = {best} (validation {bestAccuracy * 100:F1}%)");
+    }
+
+    /// <summary>
+    /// The reference points and the papers' baselines, as both QuickStart suites run them: the pre-trained model (named
+    /// <paramref name="pretrainedName"/>), each expert on its own task, task arithmetic and TIES with λ chosen on
+    /// validation, and layer-wise AdaMerging (its coefficients trained by entropy minimisation with
+    /// <paramref name="adaptation"/> at lr 1e-3, then merged into a plain model).
+    /// </summary>
+    public void RunBaselines(string pretrainedName, ModelPool pool, IReadOnlyList<ClassificationTask> validation, IReadOnlyList<ClassificationTask> test, AdaptationOptions adaptation)
+    {
+        double[] lambdas = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+        Run(pretrainedName, test.Count, report =>
+        {
+            using var model = pool.LoadPretrainedModel();
+            return (ModelEvaluator.Evaluate(pretrainedName, model, test, progress: PerTask(report)), "");
+        });
+        Run("Individual", test.Count, report =>
+        {
+            var scores = new List<TaskScore>();
+            for (int t = 0; t < test.Count; t++)
+            {
+                using var expert = pool.LoadExpertModel(t);
+                scores.Add(ModelEvaluator.Evaluate("Individual", expert, [test[t]]).Scores[0]);
+                report(t + 1);
+            }
+
+            return (new EvaluationReport("Individual", scores), "each expert on its own task");
+        });
+        Run("Task arithmetic", lambdas.Length, report => SearchLambda("Task arithmetic", lambdas, validation, test, l => ModelMerging.TaskArithmetic(pool, l), report));
+        Run("TIES-merging", lambdas.Length, report => SearchLambda("TIES-merging", lambdas, validation, test, l => ModelMerging.Ties(pool, new TiesMergingOptions { ScalingFactor = l }), report));
+        Run("AdaMerging (layer-wise)", adaptation.Steps, report =>
+        {
+            using var model = AdaMergingModel.Create(pool);
+            var options = adaptation.Clone();
+            options.LearningRate = 1e-3;
+            new AdaptationTrainer().Adapt(model, test, options, PerStep(report));
+            using var merged = model.MergeAndUnload();
+            return (ModelEvaluator.Evaluate("AdaMerging (layer-wise)", merged, test), $"{adaptation.Steps} steps, lr 1e-3");
+        });
     }
 
     /// <summary>The average test accuracy (%) of <paramref name="method"/>.</summary>

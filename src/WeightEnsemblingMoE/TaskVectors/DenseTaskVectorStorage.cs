@@ -203,37 +203,15 @@ public sealed class DenseTaskVectorStorage : TaskVectorStorage
     /// <summary>
     /// x_b·(W + Σ_t R_bt τ_t)ᵀ + b for float32 on an AVX2 + FMA CPU through <see cref="PerSampleGemmKernel"/>: one GEMM
     /// whose weight-panel packing does the merge, so no merged weight block is written to memory and read back. Operands
-    /// already aligned to the storage's dtype and device; made contiguous here (copies only if they were not).
+    /// already aligned to the storage's dtype and device.
     /// </summary>
     internal unsafe Tensor PerSampleGemm(Tensor x, Tensor r, Tensor? weight, Tensor? bias)
     {
-        using var scope = NewDisposeScope();
-        long b = x.shape[0], n = x.shape[1], outFeatures = Shape[0], inFeatures = Shape[1];
-        var xs = x.contiguous();
-        var rs = r.contiguous();
-        var w = weight?.contiguous();
-        var c = bias?.contiguous();
-        var result = empty([b, n, outFeatures], ScalarType.Float32, x.device);
-        int threads = FusedMergeKernel.MaxThreads > 0 ? FusedMergeKernel.MaxThreads : Math.Max(1, torch.get_num_threads());
-        PerSampleGemmKernel.Run(
-            (float*)FusedMergeKernel.Address(xs),
-            checked((int)b),
-            checked((int)n),
-            checked((int)inFeatures),
-            w is null ? null : (float*)FusedMergeKernel.Address(w),
-            (float*)FusedMergeKernel.Address(task_vectors),
-            TaskCount,
-            (float*)FusedMergeKernel.Address(rs),
-            c is null ? null : (float*)FusedMergeKernel.Address(c),
-            (float*)FusedMergeKernel.Address(result),
-            checked((int)outFeatures),
-            threads);
-        GC.KeepAlive(xs);
-        GC.KeepAlive(rs);
-        GC.KeepAlive(w);
-        GC.KeepAlive(c);
+        long outFeatures = Shape[0], inFeatures = Shape[1];
+        var source = new PerSampleGemmKernel.DensePanels((float*)FusedMergeKernel.Address(task_vectors), checked((int)outFeatures), checked((int)inFeatures));
+        var result = PerSampleGemmKernel.Linear(source, TaskCount, x, r, weight, bias, outFeatures);
         GC.KeepAlive(task_vectors);
-        return result.MoveToOuterDisposeScope();
+        return result;
     }
 
     /// <summary>

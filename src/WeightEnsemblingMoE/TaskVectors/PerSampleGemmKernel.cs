@@ -2,6 +2,8 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using TorchSharp;
+using static TorchSharp.torch;
 
 namespace WeightEnsembling.TaskVectors;
 
@@ -33,6 +35,42 @@ internal static unsafe class PerSampleGemmKernel
 
     /// <summary>Whether storages use the kernel (false: the blocked merge + <c>bmm</c> path; for A/B timings). The default value is true.</summary>
     internal static bool Enabled { get; set; } = true;
+
+    /// <summary>
+    /// The kernel on tensors: x [B, N, in], routing [B, T], W [out, in] or null, bias [out] or null, all float32 on the CPU
+    /// (made contiguous here; copies only if they were not), with the task vectors' panels from <paramref name="source"/>
+    /// (whose memory the caller keeps alive). Returns y [B, N, out]; threads as the fused merge's
+    /// (<see cref="FusedMergeKernel.MaxThreads"/>, else libtorch's intra-op count).
+    /// </summary>
+    internal static Tensor Linear<TSource>(TSource source, int tasks, Tensor x, Tensor routing, Tensor? weight, Tensor? bias, long outFeatures)
+        where TSource : struct, IPanelSource
+    {
+        using var scope = NewDisposeScope();
+        var xs = x.contiguous();
+        var rs = routing.contiguous();
+        var w = weight?.contiguous();
+        var c = bias?.contiguous();
+        var result = empty([x.shape[0], x.shape[1], outFeatures], ScalarType.Float32, x.device);
+        int threads = FusedMergeKernel.MaxThreads > 0 ? FusedMergeKernel.MaxThreads : Math.Max(1, torch.get_num_threads());
+        Run(
+            source,
+            (float*)FusedMergeKernel.Address(xs),
+            checked((int)x.shape[0]),
+            checked((int)x.shape[1]),
+            checked((int)x.shape[2]),
+            w is null ? null : (float*)FusedMergeKernel.Address(w),
+            tasks,
+            (float*)FusedMergeKernel.Address(rs),
+            c is null ? null : (float*)FusedMergeKernel.Address(c),
+            (float*)FusedMergeKernel.Address(result),
+            checked((int)outFeatures),
+            threads);
+        GC.KeepAlive(xs);
+        GC.KeepAlive(rs);
+        GC.KeepAlive(w);
+        GC.KeepAlive(c);
+        return result.MoveToOuterDisposeScope();
+    }
 
     /// <summary>
     /// y[b, n, o] = bias[o] + Σ_k x[b, n, k]·(W[o, k] + Σ_t routing[b, t]·taus[t, o, k]), every operand a contiguous

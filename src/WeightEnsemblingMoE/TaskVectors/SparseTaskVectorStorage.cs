@@ -441,7 +441,7 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     private unsafe Tensor PerSampleGemm(Tensor x, Tensor r, Tensor? w, Tensor? b)
     {
         using var scope = NewDisposeScope();
-        long batch = x.shape[0], tokens = x.shape[1], outFeatures = Shape[0], inFeatures = Shape[1];
+        long outFeatures = Shape[0], inFeatures = Shape[1];
         var rowOffsets = BlockOffsets(inFeatures);
         var cursor = new long[TaskCount * outFeatures];
         for (int t = 0; t < TaskCount; t++)
@@ -450,12 +450,7 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
         }
 
         var maskBytes = MaskBytes();
-        var xs = x.contiguous();
-        var rs = r.contiguous();
-        var ws = w?.contiguous();
-        var bs = b?.contiguous();
-        var result = empty([batch, tokens, outFeatures], ScalarType.Float32, x.device);
-        int threads = FusedMergeKernel.MaxThreads > 0 ? FusedMergeKernel.MaxThreads : Math.Max(1, torch.get_num_threads());
+        Tensor result;
         fixed (long* c = cursor)
         {
             var source = new SparsePanels(
@@ -466,26 +461,10 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
                 c,
                 checked((int)outFeatures),
                 checked((int)inFeatures));
-            PerSampleGemmKernel.Run(
-                source,
-                (float*)FusedMergeKernel.Address(xs),
-                checked((int)batch),
-                checked((int)tokens),
-                checked((int)inFeatures),
-                ws is null ? null : (float*)FusedMergeKernel.Address(ws),
-                TaskCount,
-                (float*)FusedMergeKernel.Address(rs),
-                bs is null ? null : (float*)FusedMergeKernel.Address(bs),
-                (float*)FusedMergeKernel.Address(result),
-                checked((int)outFeatures),
-                threads);
+            result = PerSampleGemmKernel.Linear(source, TaskCount, x, r, w, b, outFeatures);
         }
 
         GC.KeepAlive(maskBytes);
-        GC.KeepAlive(xs);
-        GC.KeepAlive(rs);
-        GC.KeepAlive(ws);
-        GC.KeepAlive(bs);
         GC.KeepAlive(values);
         return result.MoveToOuterDisposeScope();
     }
