@@ -18,8 +18,8 @@ internal sealed class MethodRunner
 {
     private readonly bool interactive = !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
 
-    /// <summary>Creates a runner; when the output goes to a file, lines are not wrapped at 80 columns (the table is wider).</summary>
-    public MethodRunner()
+    /// <summary>When the output goes to a file, lines are not wrapped at 80 columns (the table is wider).</summary>
+    public static void ConfigureConsole()
     {
         if (Console.IsOutputRedirected)
         {
