@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.InteropServices;
@@ -443,7 +444,11 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
         using var scope = NewDisposeScope();
         long outFeatures = Shape[0], inFeatures = Shape[1];
         var rowOffsets = BlockOffsets(inFeatures);
-        var cursor = new long[TaskCount * outFeatures];
+
+        // The cursors (T·out values, 192 KB for a ViT-B/32 layer at T = 8) come from the shared pool: a fresh array of
+        // that size per call would be a large-object-heap allocation on every layer of every forward.
+        int cursors = checked((int)(TaskCount * outFeatures));
+        long[] cursor = ArrayPool<long>.Shared.Rent(cursors);
         for (int t = 0; t < TaskCount; t++)
         {
             Array.Copy(rowOffsets[t], 0, cursor, t * outFeatures, outFeatures);
@@ -451,17 +456,24 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
 
         var maskBytes = MaskBytes();
         Tensor result;
-        fixed (long* c = cursor)
+        try
         {
-            var source = new SparsePanels(
-                (byte*)FusedMergeKernel.Address(maskBytes),
-                maskBytesPerTask,
-                values.numel() == 0 ? null : (float*)FusedMergeKernel.Address(values),
-                values.numel(),
-                c,
-                checked((int)outFeatures),
-                checked((int)inFeatures));
-            result = PerSampleGemmKernel.Linear(source, TaskCount, x, r, w, b, outFeatures);
+            fixed (long* c = cursor)
+            {
+                var source = new SparsePanels(
+                    (byte*)FusedMergeKernel.Address(maskBytes),
+                    maskBytesPerTask,
+                    values.numel() == 0 ? null : (float*)FusedMergeKernel.Address(values),
+                    values.numel(),
+                    c,
+                    checked((int)outFeatures),
+                    checked((int)inFeatures));
+                result = PerSampleGemmKernel.Linear(source, TaskCount, x, r, w, b, outFeatures);
+            }
+        }
+        finally
+        {
+            ArrayPool<long>.Shared.Return(cursor);
         }
 
         GC.KeepAlive(maskBytes);
