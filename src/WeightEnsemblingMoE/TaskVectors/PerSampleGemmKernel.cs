@@ -73,17 +73,11 @@ internal static unsafe class PerSampleGemmKernel
     }
 
     /// <summary>
-    /// y[b, n, o] = bias[o] + Σ_k x[b, n, k]·(W[o, k] + Σ_t routing[b, t]·taus[t, o, k]), every operand a contiguous
-    /// row-major float32 block: x [B, N, K], W [O, K] (or null: zero), taus [T, O, K], routing [B, T], bias [O] (or null),
-    /// y [B, N, O] (overwritten). Output rows are split over up to <paramref name="threads"/> threads.
-    /// </summary>
-    internal static void Run(float* x, int batch, int tokens, int inFeatures, float* weight, float* taus, int tasks, float* routing, float* bias, float* y, int outFeatures, int threads) =>
-        Run(new DensePanels(taus, outFeatures, inFeatures), x, batch, tokens, inFeatures, weight, tasks, routing, bias, y, outFeatures, threads);
-
-    /// <summary>
-    /// <see cref="Run(float*, int, int, int, float*, float*, int, float*, float*, float*, int, int)"/> with the task vectors'
-    /// panels supplied by <paramref name="source"/> (dense rows, or a sparse storage decoding its mask), each (task, panel,
-    /// depth block) asked for once, in increasing depth order per panel.
+    /// y[b, n, o] = bias[o] + Σ_k x[b, n, k]·(W[o, k] + Σ_t routing[b, t]·τ_t[o, k]), every operand a contiguous row-major
+    /// float32 block: x [B, N, K], W [O, K] (or null: zero), routing [B, T], bias [O] (or null), y [B, N, O] (overwritten);
+    /// the task vectors' panels come from <paramref name="source"/> (dense rows, or a sparse storage decoding its mask),
+    /// each (task, panel, depth block) asked for once, in increasing depth order per panel. Output rows are split over up
+    /// to <paramref name="threads"/> threads.
     /// </summary>
     internal static void Run<TSource>(TSource source, float* x, int batch, int tokens, int inFeatures, float* weight, int tasks, float* routing, float* bias, float* y, int outFeatures, int threads)
         where TSource : struct, IPanelSource
