@@ -2,6 +2,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TorchSharp;
+using WeightEnsembling.Interop;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.TaskVectors;
@@ -94,7 +95,7 @@ internal static unsafe class FusedMergeKernel
 
         // Contiguous chunks whose bounds are multiples of the tile (each thread walks its own tiles).
         long tiles = (length + tile - 1) / tile;
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, part =>
+        OpenMPTeam.For(parts, part =>
         {
             long from = tiles * part / parts * tile;
             long to = Math.Min(length, tiles * (part + 1) / parts * tile);

@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using TorchSharp;
+using WeightEnsembling.Interop;
 using static TorchSharp.torch;
 
 namespace WeightEnsembling.TaskVectors;
@@ -35,6 +36,9 @@ internal static unsafe class PerSampleGemmKernel
 
     /// <summary>Whether storages use the kernel (false: the blocked merge + <c>bmm</c> path; for A/B timings). The default value is true.</summary>
     internal static bool Enabled { get; set; } = true;
+
+    /// <summary>Whether the next panel's source rows are prefetched during the multiply (false: for A/B timings). The default value is true.</summary>
+    internal static bool PrefetchEnabled { get; set; } = true;
 
     /// <summary>
     /// The kernel on tensors: x [B, N, in], routing [B, T], W [out, in] or null, bias [out] or null, all float32 on the CPU
@@ -96,8 +100,7 @@ internal static unsafe class PerSampleGemmKernel
             return;
         }
 
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, part =>
-            Panels(source, arguments, panels * part / parts, panels * (part + 1) / parts));
+        OpenMPTeam.For(parts, part => Panels(source, arguments, panels * part / parts, panels * (part + 1) / parts));
     }
 
     /// <summary>
@@ -123,6 +126,8 @@ internal static unsafe class PerSampleGemmKernel
         float* xs = (float*)NativeMemory.AlignedAlloc((nuint)(xFloats * sizeof(float)), 64);
         float* edge = (float*)NativeMemory.AlignedAlloc((nuint)(PanelWidth * sizeof(float)), 64);
         float* scratch = (float*)NativeMemory.AlignedAlloc((nuint)(panelFloats * sizeof(float)), 64);
+        var prefetch = new Prefetcher<TSource>(source, a.Weight, a.Tasks, a.InFeatures, a.OutFeatures);
+        int prefetchRows = Math.Max(1, (((a.Tasks + 1) * PanelWidth) + (a.Batch * KernelCalls(a.Tokens)) - 1) / (a.Batch * KernelCalls(a.Tokens)));
         try
         {
             int k0 = 0;
@@ -139,6 +144,25 @@ internal static unsafe class PerSampleGemmKernel
 
                 for (int panel = first; panel < last; panel++)
                 {
+                    // The next panel's source rows are prefetched while this one is multiplied (a share before each
+                    // micro-kernel), so that its packing below reads from cache rather than waiting on memory.
+                    if (!PrefetchEnabled)
+                    {
+                        prefetch.Stop();
+                    }
+                    else if (panel + 1 < last)
+                    {
+                        prefetch.Start((panel + 1) * PanelWidth, k0, depth);
+                    }
+                    else if (k0 + depth < a.InFeatures)
+                    {
+                        prefetch.Start(first * PanelWidth, k0 + depth, Math.Min(depthBlock, a.InFeatures - k0 - depth));
+                    }
+                    else
+                    {
+                        prefetch.Stop();
+                    }
+
                     int o0 = panel * PanelWidth;
                     int width = Math.Min(PanelWidth, a.OutFeatures - o0);
                     long offset = ((long)o0 * a.InFeatures) + k0;
@@ -177,7 +201,7 @@ internal static unsafe class PerSampleGemmKernel
                             float* biasPanel = accumulate || a.Bias == null ? null : a.Bias + o0;
                             if (width == PanelWidth)
                             {
-                                Multiply(xb, depth, packed + (g * packedStride), depth, yb, a.OutFeatures, a.Tokens, accumulate, biasPanel);
+                                Multiply(xb, depth, packed + (g * packedStride), depth, yb, a.OutFeatures, a.Tokens, accumulate, biasPanel, ref prefetch, prefetchRows);
                             }
                             else
                             {
@@ -353,21 +377,57 @@ internal static unsafe class PerSampleGemmKernel
         }
     }
 
-    /// <summary>All token rows of one sample against one full packed panel: 6-row micro-kernels, then 2- and 1-row ones.</summary>
+    /// <summary>
+    /// All token rows of one sample against one full packed panel: micro-kernels of 6 and 5 rows (N = 6a + 5b where it
+    /// can, 50 = 5·6 + 4·5: no slow short kernel for the ViT's token count), then one of 4 to 1 rows for what remains.
+    /// Before each micro-kernel, a share of the next panel's source rows is prefetched (<paramref name="prefetch"/>).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Multiply(float* x, int ldx, float* packed, int depth, float* y, int ldy, int tokens, bool accumulate, float* bias)
+    private static void Multiply<TSource>(float* x, int ldx, float* packed, int depth, float* y, int ldy, int tokens, bool accumulate, float* bias, ref Prefetcher<TSource> prefetch, int prefetchRows)
+        where TSource : struct, IPanelSource
     {
-        int n = 0;
-        for (; n + MicroRows <= tokens; n += MicroRows)
+        int fives = tokens % MicroRows == 0 ? 0 : MicroRows - (tokens % MicroRows);
+        if (fives * (MicroRows - 1) > tokens)
         {
-            Kernel6(x + ((long)n * ldx), ldx, packed, depth, y + ((long)n * ldy), ldy, accumulate, bias);
+            fives = 0;
         }
 
-        for (; n < tokens; n++)
+        int sixes = (tokens - (fives * (MicroRows - 1))) / MicroRows;
+        int n = 0;
+        for (int i = 0; i < sixes; i++, n += MicroRows)
         {
-            Kernel1(x + ((long)n * ldx), packed, depth, y + ((long)n * ldy), accumulate, bias);
+            prefetch.Issue(prefetchRows);
+            Kernel<Rows6>(x + ((long)n * ldx), ldx, packed, depth, y + ((long)n * ldy), ldy, accumulate, bias);
+        }
+
+        for (int i = 0; i < fives; i++, n += MicroRows - 1)
+        {
+            prefetch.Issue(prefetchRows);
+            Kernel<Rows5>(x + ((long)n * ldx), ldx, packed, depth, y + ((long)n * ldy), ldy, accumulate, bias);
+        }
+
+        prefetch.Issue(prefetchRows);
+        float* xr = x + ((long)n * ldx);
+        float* yr = y + ((long)n * ldy);
+        switch (tokens - n)
+        {
+            case 4:
+                Kernel<Rows4>(xr, ldx, packed, depth, yr, ldy, accumulate, bias);
+                break;
+            case 3:
+                Kernel<Rows3>(xr, ldx, packed, depth, yr, ldy, accumulate, bias);
+                break;
+            case 2:
+                Kernel<Rows2>(xr, ldx, packed, depth, yr, ldy, accumulate, bias);
+                break;
+            case 1:
+                Kernel1(xr, packed, depth, yr, accumulate, bias);
+                break;
         }
     }
+
+    /// <summary>Micro-kernel calls <see cref="Multiply{TSource}"/> makes for <paramref name="tokens"/> rows (prefetch shares).</summary>
+    private static int KernelCalls(int tokens) => ((tokens + MicroRows - 2) / (MicroRows - 1)) + 1;
 
     /// <summary>A panel narrower than 16 outputs (the last one): each row through a 16-wide scratch row, valid columns copied.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -428,27 +488,45 @@ internal static unsafe class PerSampleGemmKernel
     }
 
     /// <summary>
-    /// y[i, 0..16) (+)= Σ_k x[i, k]·packed[k, 0..16) for 6 rows i: 12 accumulators in registers, one broadcast per row and
-    /// two panel loads per k. Starts from y (accumulate), from bias, or from zero.
+    /// y[i, 0..16) (+)= Σ_k x[i, k]·packed[k, 0..16) for the first R = <typeparamref name="TRows"/>.Count (2 to 6) rows i:
+    /// 2R accumulators in registers, one broadcast per row and two panel loads per k. Starts from y (accumulate), from
+    /// bias, or from zero. R is a JIT-time constant, so each instantiation keeps only its own rows' code.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel6(float* x, int ldx, float* packed, int depth, float* y, int ldy, bool accumulate, float* bias)
+    private static void Kernel<TRows>(float* x, int ldx, float* packed, int depth, float* y, int ldy, bool accumulate, float* bias)
+        where TRows : struct, IRows
     {
-        Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+        int rows = TRows.Count;
+        Vector256<float> c00, c01, c10, c11, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         if (accumulate)
         {
             c00 = Vector256.Load(y);
             c01 = Vector256.Load(y + 8);
             c10 = Vector256.Load(y + ldy);
             c11 = Vector256.Load(y + ldy + 8);
-            c20 = Vector256.Load(y + (2 * ldy));
-            c21 = Vector256.Load(y + (2 * ldy) + 8);
-            c30 = Vector256.Load(y + (3 * ldy));
-            c31 = Vector256.Load(y + (3 * ldy) + 8);
-            c40 = Vector256.Load(y + (4 * ldy));
-            c41 = Vector256.Load(y + (4 * ldy) + 8);
-            c50 = Vector256.Load(y + (5 * ldy));
-            c51 = Vector256.Load(y + (5 * ldy) + 8);
+            if (rows > 2)
+            {
+                c20 = Vector256.Load(y + (2 * ldy));
+                c21 = Vector256.Load(y + (2 * ldy) + 8);
+            }
+
+            if (rows > 3)
+            {
+                c30 = Vector256.Load(y + (3 * ldy));
+                c31 = Vector256.Load(y + (3 * ldy) + 8);
+            }
+
+            if (rows > 4)
+            {
+                c40 = Vector256.Load(y + (4 * ldy));
+                c41 = Vector256.Load(y + (4 * ldy) + 8);
+            }
+
+            if (rows > 5)
+            {
+                c50 = Vector256.Load(y + (5 * ldy));
+                c51 = Vector256.Load(y + (5 * ldy) + 8);
+            }
         }
         else
         {
@@ -470,32 +548,62 @@ internal static unsafe class PerSampleGemmKernel
             s = Vector256.Create(x1[k]);
             c10 = Fma.MultiplyAdd(s, p0, c10);
             c11 = Fma.MultiplyAdd(s, p1, c11);
-            s = Vector256.Create(x2[k]);
-            c20 = Fma.MultiplyAdd(s, p0, c20);
-            c21 = Fma.MultiplyAdd(s, p1, c21);
-            s = Vector256.Create(x3[k]);
-            c30 = Fma.MultiplyAdd(s, p0, c30);
-            c31 = Fma.MultiplyAdd(s, p1, c31);
-            s = Vector256.Create(x4[k]);
-            c40 = Fma.MultiplyAdd(s, p0, c40);
-            c41 = Fma.MultiplyAdd(s, p1, c41);
-            s = Vector256.Create(x5[k]);
-            c50 = Fma.MultiplyAdd(s, p0, c50);
-            c51 = Fma.MultiplyAdd(s, p1, c51);
+            if (rows > 2)
+            {
+                s = Vector256.Create(x2[k]);
+                c20 = Fma.MultiplyAdd(s, p0, c20);
+                c21 = Fma.MultiplyAdd(s, p1, c21);
+            }
+
+            if (rows > 3)
+            {
+                s = Vector256.Create(x3[k]);
+                c30 = Fma.MultiplyAdd(s, p0, c30);
+                c31 = Fma.MultiplyAdd(s, p1, c31);
+            }
+
+            if (rows > 4)
+            {
+                s = Vector256.Create(x4[k]);
+                c40 = Fma.MultiplyAdd(s, p0, c40);
+                c41 = Fma.MultiplyAdd(s, p1, c41);
+            }
+
+            if (rows > 5)
+            {
+                s = Vector256.Create(x5[k]);
+                c50 = Fma.MultiplyAdd(s, p0, c50);
+                c51 = Fma.MultiplyAdd(s, p1, c51);
+            }
         }
 
         c00.Store(y);
         c01.Store(y + 8);
         c10.Store(y + ldy);
         c11.Store(y + ldy + 8);
-        c20.Store(y + (2 * ldy));
-        c21.Store(y + (2 * ldy) + 8);
-        c30.Store(y + (3 * ldy));
-        c31.Store(y + (3 * ldy) + 8);
-        c40.Store(y + (4 * ldy));
-        c41.Store(y + (4 * ldy) + 8);
-        c50.Store(y + (5 * ldy));
-        c51.Store(y + (5 * ldy) + 8);
+        if (rows > 2)
+        {
+            c20.Store(y + (2 * ldy));
+            c21.Store(y + (2 * ldy) + 8);
+        }
+
+        if (rows > 3)
+        {
+            c30.Store(y + (3 * ldy));
+            c31.Store(y + (3 * ldy) + 8);
+        }
+
+        if (rows > 4)
+        {
+            c40.Store(y + (4 * ldy));
+            c41.Store(y + (4 * ldy) + 8);
+        }
+
+        if (rows > 5)
+        {
+            c50.Store(y + (5 * ldy));
+            c51.Store(y + (5 * ldy) + 8);
+        }
     }
 
     /// <summary>One row: y[0..16) (+)= Σ_k x[k]·packed[k, 0..16), two accumulators per half to hide the FMA latency.</summary>
@@ -539,9 +647,111 @@ internal static unsafe class PerSampleGemmKernel
         (c1 + d1).Store(y + 8);
     }
 
+    /// <summary>A micro-kernel's row count as a type, so that the JIT compiles one kernel per count.</summary>
+    private interface IRows
+    {
+        /// <summary>Rows of x (and y) the kernel handles.</summary>
+        static abstract int Count { get; }
+    }
+
+    /// <summary>Two rows.</summary>
+    private readonly struct Rows2 : IRows
+    {
+        /// <inheritdoc/>
+        public static int Count => 2;
+    }
+
+    /// <summary>Three rows.</summary>
+    private readonly struct Rows3 : IRows
+    {
+        /// <inheritdoc/>
+        public static int Count => 3;
+    }
+
+    /// <summary>Four rows.</summary>
+    private readonly struct Rows4 : IRows
+    {
+        /// <inheritdoc/>
+        public static int Count => 4;
+    }
+
+    /// <summary>Five rows.</summary>
+    private readonly struct Rows5 : IRows
+    {
+        /// <inheritdoc/>
+        public static int Count => 5;
+    }
+
+    /// <summary>Six rows.</summary>
+    private readonly struct Rows6 : IRows
+    {
+        /// <inheritdoc/>
+        public static int Count => 6;
+    }
+
+    /// <summary>
+    /// Walks the source rows of one (panel, depth block): W's rows, then each task's, asking for a few rows at a time
+    /// (<see cref="Issue"/>) to be prefetched.
+    /// </summary>
+    private struct Prefetcher<TSource>(TSource source, float* weight, int tasks, int inFeatures, int outFeatures)
+        where TSource : struct, IPanelSource
+    {
+        private int o0, k0, depth, width, next, total;
+
+        /// <summary>Starts on the panel at output row <paramref name="panelStart"/>, depth block [k, k + blockDepth).</summary>
+        public void Start(int panelStart, int k, int blockDepth)
+        {
+            o0 = panelStart;
+            k0 = k;
+            depth = blockDepth;
+            width = Math.Min(PanelWidth, outFeatures - panelStart);
+            next = 0;
+            total = (tasks + 1) * width;
+        }
+
+        /// <summary>Nothing left to prefetch.</summary>
+        public void Stop() => next = total = 0;
+
+        /// <summary>Prefetches the next <paramref name="rows"/> rows (fewer at the end).</summary>
+        public void Issue(int rows)
+        {
+            for (int end = Math.Min(total, next + rows); next < end; next++)
+            {
+                int task = (next / width) - 1;
+                int row = o0 + (next % width);
+                if (task < 0)
+                {
+                    if (weight != null)
+                    {
+                        PrefetchRange(weight + ((long)row * inFeatures) + k0, depth);
+                    }
+                }
+                else
+                {
+                    source.Prefetch(task, row, k0, depth);
+                }
+            }
+        }
+    }
+
+    /// <summary>Prefetches the cache lines of <paramref name="count"/> floats from <paramref name="start"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void PrefetchRange(float* start, int count)
+    {
+        byte* first = (byte*)((nuint)start & ~(nuint)63);
+        byte* last = (byte*)(start + count - 1);
+        for (byte* line = first; line <= last; line += 64)
+        {
+            Sse.Prefetch0(line);
+        }
+    }
+
     /// <summary>Supplies the kernel with the task vectors' rows of one panel, transposed into panel layout.</summary>
     internal interface IPanelSource
     {
+        /// <summary>Prefetches what <see cref="Pack"/> will read of τ_task[row, k0 .. k0 + depth).</summary>
+        void Prefetch(int task, int row, int k0, int depth);
+
         /// <summary>
         /// dst[k·16 + j] = τ_task[o0 + j, k0 + k] for k &lt; depth, j &lt; width, zero for j ≥ width (16 floats per k);
         /// <paramref name="scratch"/> holds 16 × depth floats the source may use.
@@ -552,6 +762,10 @@ internal static unsafe class PerSampleGemmKernel
     /// <summary>Dense task vectors [T, O, K], row-major float32: each panel transposed straight from the rows.</summary>
     internal readonly struct DensePanels(float* taus, int outFeatures, int inFeatures) : IPanelSource
     {
+        /// <inheritdoc/>
+        public void Prefetch(int task, int row, int k0, int depth) =>
+            PrefetchRange(taus + (task * (long)outFeatures * inFeatures) + ((long)row * inFeatures) + k0, depth);
+
         /// <inheritdoc/>
         public void Pack(int task, int o0, int width, int k0, int depth, float* scratch, float* dst) =>
             PerSampleGemmKernel.Pack(taus + (task * (long)outFeatures * inFeatures) + ((long)o0 * inFeatures) + k0, inFeatures, width, depth, dst);

@@ -729,6 +729,11 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
         : PerSampleGemmKernel.IPanelSource
     {
         /// <inheritdoc/>
+        public void Prefetch(int task, int row, int k0, int depth)
+        {
+        }
+
+        /// <inheritdoc/>
         public void Pack(int task, int o0, int width, int k0, int depth, float* scratch, float* dst)
         {
             var maskRow = new ReadOnlySpan<byte>(mask + (task * maskBytesPerTask), checked((int)maskBytesPerTask));

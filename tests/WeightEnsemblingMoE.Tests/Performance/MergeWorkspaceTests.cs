@@ -84,10 +84,12 @@ public sealed class MergeWorkspaceTests
         Assert.That(rowsPerBlock * oddIn % 8, Is.Not.EqualTo(0), "blocks must start mid-byte");
         Assert.That(rowsPerBlock, Is.LessThan(Out));
 
-        var pruned = stack(Enumerable.Range(0, Tasks).Select(storage.ToDense).ToArray()).reshape(Tasks, -1);
-        var merged = (w.reshape(1, -1) + r.matmul(pruned)).view(Batch, Out, oddIn);
-        var expected = x.bmm(merged.transpose(1, 2)) + bias;
-        var expectedDelta = x.bmm(r.matmul(pruned).view(Batch, Out, oddIn).transpose(1, 2));
+        // The reference in float64, so that the bound measures the fast paths' float32 rounding alone.
+        var pruned = stack(Enumerable.Range(0, Tasks).Select(storage.ToDense).ToArray()).reshape(Tasks, -1).to(ScalarType.Float64);
+        var (x64, r64) = (x.to(ScalarType.Float64), r.to(ScalarType.Float64));
+        var merged = (w.to(ScalarType.Float64).reshape(1, -1) + r64.matmul(pruned)).view(Batch, Out, oddIn);
+        var expected = (x64.bmm(merged.transpose(1, 2)) + bias.to(ScalarType.Float64)).to(ScalarType.Float32);
+        var expectedDelta = x64.bmm(r64.matmul(pruned).view(Batch, Out, oddIn).transpose(1, 2)).to(ScalarType.Float32);
 
         Tensor fast, fastDelta;
         using (no_grad())

@@ -68,7 +68,11 @@ public sealed class PerSampleGemmKernelTests
     [TestCase(5, 3, 7, 45, 37, true)]        // last panel 13 wide, 1 row after the 6-row kernel, 1 sample after a group of 4
     [TestCase(9, 8, 13, 32, 700, true)]      // depth blocks 256 + 256 + 188 (T = 8), two full groups of 4 and one sample
     [TestCase(7, 20, 6, 17, 300, false)]     // T = 20 shrinks the depth block to 144; no W, no bias; 3 samples after a group
-    [TestCase(4, 2, 50, 64, 24, true)]       // the ViT token count, 8 rows of 6 and 2 single rows
+    [TestCase(4, 2, 50, 64, 24, true)]       // the ViT token count: 5 micro-kernels of 6 rows and 4 of 5
+    [TestCase(2, 3, 8, 20, 40, true)]        // 6 + 2 rows (the 2-row kernel)
+    [TestCase(2, 3, 9, 20, 40, true)]        // 6 + 3 rows
+    [TestCase(2, 3, 4, 20, 40, true)]        // 4 rows only
+    [TestCase(2, 3, 16, 20, 40, true)]       // 6 + 5 + 5 rows
     public void NoGrad_EqualsFloat64Reference(int batch, int tasks, int tokens, int outFeatures, int inFeatures, bool withWeight)
     {
         using var scope = NewDisposeScope();
@@ -113,6 +117,47 @@ public sealed class PerSampleGemmKernelTests
         FusedMergeKernel.MaxThreads = 2;
         var two = storage.BatchedLinear(c.X, c.R, c.W, c.Bias);
         Assert.That(one.eq(two).all().item<bool>(), Is.True, "each output is computed by one thread in the same order");
+    }
+
+    [Test]
+    public void NoGrad_OpenMPTeamAndThreadPool_EqualBitForBit()
+    {
+        using var scope = NewDisposeScope();
+        var c = Data(5, 3, 50, 70, 260);
+        using var storage = new DenseTaskVectorStorage(c.Taus);
+        using var guard = no_grad();
+        FusedMergeKernel.MaxThreads = 2;
+        var team = storage.BatchedLinear(c.X, c.R, c.W, c.Bias);
+        WeightEnsembling.Interop.OpenMPTeam.Enabled = false;
+        try
+        {
+            var pool = storage.BatchedLinear(c.X, c.R, c.W, c.Bias);
+            Assert.That(team.eq(pool).all().item<bool>(), Is.True);
+        }
+        finally
+        {
+            WeightEnsembling.Interop.OpenMPTeam.Enabled = true;
+        }
+    }
+
+    [Test]
+    public void NoGrad_WithoutPrefetch_EqualBitForBit()
+    {
+        using var scope = NewDisposeScope();
+        var c = Data(4, 8, 50, 48, 600);
+        using var storage = new DenseTaskVectorStorage(c.Taus);
+        using var guard = no_grad();
+        var with = storage.BatchedLinear(c.X, c.R, c.W, c.Bias);
+        PerSampleGemmKernel.PrefetchEnabled = false;
+        try
+        {
+            var without = storage.BatchedLinear(c.X, c.R, c.W, c.Bias);
+            Assert.That(with.eq(without).all().item<bool>(), Is.True, "prefetching reads ahead only; it must not change a value");
+        }
+        finally
+        {
+            PerSampleGemmKernel.PrefetchEnabled = true;
+        }
     }
 
     [Test]
