@@ -41,6 +41,14 @@ internal static unsafe class PerSampleGemmKernel
     internal static bool PrefetchEnabled { get; set; } = true;
 
     /// <summary>
+    /// Bytes of tokens (B·N·span floats) one depth super-block may hold: within it the kernel goes panel by panel, so that
+    /// the task vectors' rows are read in pieces of span floats, and every panel re-reads the super-block's tokens, which
+    /// must stay in L3 meanwhile. 3 MiB measured best on the benchmark machine (docs/benchmarks.md). Settable for A/B
+    /// timings; results do not depend on it. The default value is 3 MiB.
+    /// </summary>
+    internal static long SuperBlockBytes { get; set; } = 3L << 20;
+
+    /// <summary>
     /// The kernel on tensors: x [B, N, in], routing [B, T], W [out, in] or null, bias [out] or null, all float32 on the CPU
     /// (made contiguous here; copies only if they were not), with the task vectors' panels from <paramref name="source"/>
     /// (whose memory the caller keeps alive). Returns y [B, N, out]; threads as the fused merge's
@@ -93,20 +101,49 @@ internal static unsafe class PerSampleGemmKernel
 
         int panels = (outFeatures + PanelWidth - 1) / PanelWidth;
         int parts = Math.Clamp(threads, 1, panels);
-        var arguments = new Arguments(x, batch, tokens, inFeatures, weight, tasks, routing, bias, y, outFeatures);
-        if (parts == 1)
-        {
-            Panels(source, arguments, 0, panels);
-            return;
-        }
+        int depthBlock = DepthFor(tasks);
 
-        OpenMPTeam.For(parts, part => Panels(source, arguments, panels * part / parts, panels * (part + 1) / parts));
+        // Every sample's tokens, depth block by depth block ([blocks][B·N][depth], block d at B·N·k0): each sample's
+        // block is contiguous (51 KB at N = 50), where x's own rows, 12 KB apart in fc2, thrashed the TLB. Copied once,
+        // shared by the threads.
+        long rows = (long)batch * tokens;
+        float* xs = (float*)NativeMemory.AlignedAlloc((nuint)(rows * inFeatures * sizeof(float)), 64);
+        try
+        {
+            for (int k0 = 0; k0 < inFeatures; k0 += depthBlock)
+            {
+                int depth = Math.Min(depthBlock, inFeatures - k0);
+                float* block = xs + (rows * k0);
+                for (long row = 0; row < rows; row++)
+                {
+                    Buffer.MemoryCopy(x + (row * inFeatures) + k0, block + (row * depth), depth * sizeof(float), depth * sizeof(float));
+                }
+            }
+
+            var arguments = new Arguments(xs, batch, tokens, inFeatures, weight, tasks, routing, bias, y, outFeatures);
+            if (parts == 1)
+            {
+                Panels(source, arguments, 0, panels);
+            }
+            else
+            {
+                OpenMPTeam.For(parts, part => Panels(source, arguments, panels * part / parts, panels * (part + 1) / parts));
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(xs);
+        }
     }
 
     /// <summary>
-    /// Output panels [first, last) of every sample, depth block by depth block: W's and the task vectors' rows of the
-    /// block are packed once into panel layout (transposed, 16 outputs per k), then each sample's panel is merged from them
-    /// with contiguous vector streams and multiplied.
+    /// Output panels [first, last) of every sample. Depth super-block by super-block (<see cref="SuperBlockBytes"/>), panel
+    /// by panel, and within a panel depth block by depth block: W's and the task vectors' rows of the block are packed into
+    /// panel layout (transposed, 16 outputs per k), then each sample's panel is merged from them with contiguous vector
+    /// streams and multiplied. Within a super-block the task vectors' rows are read in pieces of the super-block's width
+    /// (all 768 columns of fc1 at B = 16), which memory streams better than the 1 KB pieces, 3 to 12 KB apart, of a
+    /// depth-block-major order; going panel-major over all of K instead made every panel re-read tokens the task vectors'
+    /// stream had pushed out of L3 (fc2: 9.8 MB of tokens at B = 16). docs/benchmarks.md has the measurements.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Panels<TSource>(TSource source, Arguments a, int first, int last)
@@ -118,109 +155,107 @@ internal static unsafe class PerSampleGemmKernel
         // One cache line between the packed source panels, so that the T + 1 streams the merge reads in step do not
         // share one L1 set (16 KB apart they would).
         long sourceStride = panelFloats + PanelWidth;
-        long xFloats = (long)a.Batch * a.Tokens * depthBlock;
         // Four samples' merged panels, one cache line apart (16 KB apart they would share L1 sets).
         long packedStride = panelFloats + PanelWidth;
         float* packed = (float*)NativeMemory.AlignedAlloc((nuint)(packedStride * MergeGroup * sizeof(float)), 64);
         float* sources = (float*)NativeMemory.AlignedAlloc((nuint)(sourceStride * (a.Tasks + 1) * sizeof(float)), 64);
-        float* xs = (float*)NativeMemory.AlignedAlloc((nuint)(xFloats * sizeof(float)), 64);
         float* edge = (float*)NativeMemory.AlignedAlloc((nuint)(PanelWidth * sizeof(float)), 64);
         float* scratch = (float*)NativeMemory.AlignedAlloc((nuint)(panelFloats * sizeof(float)), 64);
         var prefetch = new Prefetcher<TSource>(source, a.Weight, a.Tasks, a.InFeatures, a.OutFeatures);
         int prefetchRows = Math.Max(1, (((a.Tasks + 1) * PanelWidth) + (a.Batch * KernelCalls(a.Tokens)) - 1) / (a.Batch * KernelCalls(a.Tokens)));
+        long rows = (long)a.Batch * a.Tokens;
+        // Depth super-blocks whose tokens (B·N·span floats) stay in L3 while every panel of the range reads them.
+        int span = (int)Math.Clamp(SuperBlockBytes / (rows * sizeof(float)) / depthBlock, 1, (a.InFeatures + depthBlock - 1) / depthBlock) * depthBlock;
         try
         {
-            int k0 = 0;
-            do
+            for (int s0 = 0; s0 < a.InFeatures; s0 += span)
             {
-                int depth = Math.Min(depthBlock, a.InFeatures - k0);
-                bool accumulate = k0 > 0;
-
-                // The depth block of every sample's tokens, contiguous ([B·N, depth]): read by every panel below.
-                for (long row = 0; row < (long)a.Batch * a.Tokens; row++)
-                {
-                    Buffer.MemoryCopy(a.X + (row * a.InFeatures) + k0, xs + (row * depth), depth * sizeof(float), depth * sizeof(float));
-                }
-
+                int sEnd = Math.Min(a.InFeatures, s0 + span);
                 for (int panel = first; panel < last; panel++)
                 {
-                    // The next panel's source rows are prefetched while this one is multiplied (a share before each
-                    // micro-kernel), so that its packing below reads from cache rather than waiting on memory.
-                    if (!PrefetchEnabled)
-                    {
-                        prefetch.Stop();
-                    }
-                    else if (panel + 1 < last)
-                    {
-                        prefetch.Start((panel + 1) * PanelWidth, k0, depth);
-                    }
-                    else if (k0 + depth < a.InFeatures)
-                    {
-                        prefetch.Start(first * PanelWidth, k0 + depth, Math.Min(depthBlock, a.InFeatures - k0 - depth));
-                    }
-                    else
-                    {
-                        prefetch.Stop();
-                    }
-
                     int o0 = panel * PanelWidth;
                     int width = Math.Min(PanelWidth, a.OutFeatures - o0);
-                    long offset = ((long)o0 * a.InFeatures) + k0;
-                    float* weightPanel = a.Weight == null ? null : sources + (a.Tasks * sourceStride);
-                    for (int t = 0; t < a.Tasks; t++)
+                    for (int k0 = s0; k0 < sEnd; k0 += depthBlock)
                     {
-                        source.Pack(t, o0, width, k0, depth, scratch, sources + (t * sourceStride));
-                    }
+                        int depth = Math.Min(depthBlock, a.InFeatures - k0);
+                        bool accumulate = k0 > 0;
+                        float* xs = a.X + (rows * k0);
 
-                    if (weightPanel != null)
-                    {
-                        Pack(a.Weight + offset, a.InFeatures, width, depth, weightPanel);
-                    }
-
-                    for (int b0 = 0; b0 < a.Batch; b0 += MergeGroup)
-                    {
-                        int group = Math.Min(MergeGroup, a.Batch - b0);
-                        float* routing = a.Routing + ((long)b0 * a.Tasks);
-                        if (group == MergeGroup)
+                        // The next block's source rows are prefetched while this one is multiplied (a share before each
+                        // micro-kernel), so that its packing below reads from cache rather than waiting on memory.
+                        if (!PrefetchEnabled)
                         {
-                            Merge4(weightPanel, sources, sourceStride, routing, a.Tasks, depth * PanelWidth, packed, packedStride);
+                            prefetch.Stop();
+                        }
+                        else if (k0 + depth < sEnd)
+                        {
+                            prefetch.Start(o0, k0 + depth, Math.Min(depthBlock, a.InFeatures - k0 - depth));
+                        }
+                        else if (panel + 1 < last)
+                        {
+                            prefetch.Start(o0 + PanelWidth, s0, Math.Min(depthBlock, a.InFeatures - s0));
+                        }
+                        else if (sEnd < a.InFeatures)
+                        {
+                            prefetch.Start(first * PanelWidth, sEnd, Math.Min(depthBlock, a.InFeatures - sEnd));
                         }
                         else
                         {
-                            for (int g = 0; g < group; g++)
-                            {
-                                Merge(weightPanel, sources, sourceStride, routing + ((long)g * a.Tasks), a.Tasks, depth * PanelWidth, packed + (g * packedStride));
-                            }
+                            prefetch.Stop();
                         }
 
-                        for (int g = 0; g < group; g++)
+                        long offset = ((long)o0 * a.InFeatures) + k0;
+                        float* weightPanel = a.Weight == null ? null : sources + (a.Tasks * sourceStride);
+                        for (int t = 0; t < a.Tasks; t++)
                         {
-                            int b = b0 + g;
-                            float* xb = xs + ((long)b * a.Tokens * depth);
-                            float* yb = a.Y + ((long)b * a.Tokens * a.OutFeatures) + o0;
-                            float* biasPanel = accumulate || a.Bias == null ? null : a.Bias + o0;
-                            if (width == PanelWidth)
+                            source.Pack(t, o0, width, k0, depth, scratch, sources + (t * sourceStride));
+                        }
+
+                        if (weightPanel != null)
+                        {
+                            Pack(a.Weight + offset, a.InFeatures, width, depth, weightPanel);
+                        }
+
+                        for (int b0 = 0; b0 < a.Batch; b0 += MergeGroup)
+                        {
+                            int group = Math.Min(MergeGroup, a.Batch - b0);
+                            float* routing = a.Routing + ((long)b0 * a.Tasks);
+                            if (group == MergeGroup)
                             {
-                                Multiply(xb, depth, packed + (g * packedStride), depth, yb, a.OutFeatures, a.Tokens, accumulate, biasPanel, ref prefetch, prefetchRows);
+                                Merge4(weightPanel, sources, sourceStride, routing, a.Tasks, depth * PanelWidth, packed, packedStride);
                             }
                             else
                             {
-                                MultiplyEdge(xb, depth, packed + (g * packedStride), depth, yb, a.OutFeatures, a.Tokens, width, accumulate, biasPanel, edge);
+                                for (int g = 0; g < group; g++)
+                                {
+                                    Merge(weightPanel, sources, sourceStride, routing + ((long)g * a.Tasks), a.Tasks, depth * PanelWidth, packed + (g * packedStride));
+                                }
+                            }
+
+                            for (int g = 0; g < group; g++)
+                            {
+                                int b = b0 + g;
+                                float* xb = xs + ((long)b * a.Tokens * depth);
+                                float* yb = a.Y + ((long)b * a.Tokens * a.OutFeatures) + o0;
+                                float* biasPanel = accumulate || a.Bias == null ? null : a.Bias + o0;
+                                if (width == PanelWidth)
+                                {
+                                    Multiply(xb, depth, packed + (g * packedStride), depth, yb, a.OutFeatures, a.Tokens, accumulate, biasPanel, ref prefetch, prefetchRows);
+                                }
+                                else
+                                {
+                                    MultiplyEdge(xb, depth, packed + (g * packedStride), depth, yb, a.OutFeatures, a.Tokens, width, accumulate, biasPanel, edge);
+                                }
                             }
                         }
                     }
-
                 }
-
-                k0 += depth;
             }
-            while (k0 < a.InFeatures);
         }
         finally
         {
             NativeMemory.AlignedFree(scratch);
             NativeMemory.AlignedFree(edge);
-            NativeMemory.AlignedFree(xs);
             NativeMemory.AlignedFree(sources);
             NativeMemory.AlignedFree(packed);
         }

@@ -140,6 +140,31 @@ public sealed class PerSampleGemmKernelTests
         }
     }
 
+    [TestCase(1L)]             // one depth block per super-block: depth-block-major order
+    [TestCase(4L * 50 * 4 * 300)] // super-blocks of two depth blocks of 144 (T = 20), the last one partial
+    public void NoGrad_SuperBlockSize_DoesNotChangeABit(long superBlockBytes)
+    {
+        using var scope = NewDisposeScope();
+        var c = Data(4, 20, 50, 40, 700);
+        using var dense = new DenseTaskVectorStorage(c.Taus);
+        using var sparse = new SparseTaskVectorStorage(Enumerable.Range(0, 20).Select(t => c.Taus[t]).ToList(), 0.7);
+        using var guard = no_grad();
+        FusedMergeKernel.MaxThreads = 2;
+        var denseWhole = dense.BatchedLinear(c.X, c.R, c.W, c.Bias);
+        var sparseWhole = sparse.BatchedLinear(c.X, c.R, c.W, c.Bias);
+        long saved = PerSampleGemmKernel.SuperBlockBytes;
+        PerSampleGemmKernel.SuperBlockBytes = superBlockBytes;
+        try
+        {
+            Assert.That(dense.BatchedLinear(c.X, c.R, c.W, c.Bias).eq(denseWhole).all().item<bool>(), Is.True, "dense");
+            Assert.That(sparse.BatchedLinear(c.X, c.R, c.W, c.Bias).eq(sparseWhole).all().item<bool>(), Is.True, "sparse (row cursors across super-blocks)");
+        }
+        finally
+        {
+            PerSampleGemmKernel.SuperBlockBytes = saved;
+        }
+    }
+
     [Test]
     public void NoGrad_WithoutPrefetch_EqualBitForBit()
     {
