@@ -29,6 +29,11 @@ if (args.Length > 0 && args[0] == "fused-merge")
     return FusedMergeHarness.Run(args[1..]);
 }
 
+if (args.Length > 0 && args[0] == "gemm-probe")
+{
+    return GemmProbeHarness.Run(args[1..]);
+}
+
 if (args.Length > 0 && args[0] == "loader-throughput")
 {
     return LoaderThroughputHarness.Run(args[1..]);

@@ -37,9 +37,6 @@ internal static unsafe class PerSampleGemmKernel
     /// <summary>Whether storages use the kernel (false: the blocked merge + <c>bmm</c> path; for A/B timings). The default value is true.</summary>
     internal static bool Enabled { get; set; } = true;
 
-    /// <summary>Whether the next panel's source rows are prefetched during the multiply (false: for A/B timings). The default value is true.</summary>
-    internal static bool PrefetchEnabled { get; set; } = true;
-
     /// <summary>
     /// Bytes of tokens (B·N·span floats) one depth super-block may hold: within it the kernel goes panel by panel, so that
     /// the task vectors' rows are read in pieces of span floats, and every panel re-reads the super-block's tokens, which
@@ -110,16 +107,8 @@ internal static unsafe class PerSampleGemmKernel
         float* xs = (float*)NativeMemory.AlignedAlloc((nuint)(rows * inFeatures * sizeof(float)), 64);
         try
         {
-            for (int k0 = 0; k0 < inFeatures; k0 += depthBlock)
-            {
-                int depth = Math.Min(depthBlock, inFeatures - k0);
-                float* block = xs + (rows * k0);
-                for (long row = 0; row < rows; row++)
-                {
-                    Buffer.MemoryCopy(x + (row * inFeatures) + k0, block + (row * depth), depth * sizeof(float), depth * sizeof(float));
-                }
-            }
-
+            int copyParts = (int)Math.Clamp(rows / 64, 1, parts);
+            OpenMPTeam.For(copyParts, part => Relayout(x, xs, rows * part / copyParts, rows * (part + 1) / copyParts, rows, inFeatures, depthBlock));
             var arguments = new Arguments(xs, batch, tokens, inFeatures, weight, tasks, routing, bias, y, outFeatures);
             if (parts == 1)
             {
@@ -133,6 +122,20 @@ internal static unsafe class PerSampleGemmKernel
         finally
         {
             NativeMemory.AlignedFree(xs);
+        }
+    }
+
+    /// <summary>Rows [first, last) of x [rows, K] copied into the depth-block-major layout (block at k0 starts at rows·k0).</summary>
+    private static void Relayout(float* x, float* xs, long first, long last, long rows, int inFeatures, int depthBlock)
+    {
+        for (int k0 = 0; k0 < inFeatures; k0 += depthBlock)
+        {
+            int depth = Math.Min(depthBlock, inFeatures - k0);
+            float* block = xs + (rows * k0);
+            for (long row = first; row < last; row++)
+            {
+                Buffer.MemoryCopy(x + (row * inFeatures) + k0, block + (row * depth), depth * sizeof(float), depth * sizeof(float));
+            }
         }
     }
 
@@ -161,8 +164,6 @@ internal static unsafe class PerSampleGemmKernel
         float* sources = (float*)NativeMemory.AlignedAlloc((nuint)(sourceStride * (a.Tasks + 1) * sizeof(float)), 64);
         float* edge = (float*)NativeMemory.AlignedAlloc((nuint)(PanelWidth * sizeof(float)), 64);
         float* scratch = (float*)NativeMemory.AlignedAlloc((nuint)(panelFloats * sizeof(float)), 64);
-        var prefetch = new Prefetcher<TSource>(source, a.Weight, a.Tasks, a.InFeatures, a.OutFeatures);
-        int prefetchRows = Math.Max(1, (((a.Tasks + 1) * PanelWidth) + (a.Batch * KernelCalls(a.Tokens)) - 1) / (a.Batch * KernelCalls(a.Tokens)));
         long rows = (long)a.Batch * a.Tokens;
         // Depth super-blocks whose tokens (B·N·span floats) stay in L3 while every panel of the range reads them.
         int span = (int)Math.Clamp(SuperBlockBytes / (rows * sizeof(float)) / depthBlock, 1, (a.InFeatures + depthBlock - 1) / depthBlock) * depthBlock;
@@ -180,29 +181,6 @@ internal static unsafe class PerSampleGemmKernel
                         int depth = Math.Min(depthBlock, a.InFeatures - k0);
                         bool accumulate = k0 > 0;
                         float* xs = a.X + (rows * k0);
-
-                        // The next block's source rows are prefetched while this one is multiplied (a share before each
-                        // micro-kernel), so that its packing below reads from cache rather than waiting on memory.
-                        if (!PrefetchEnabled)
-                        {
-                            prefetch.Stop();
-                        }
-                        else if (k0 + depth < sEnd)
-                        {
-                            prefetch.Start(o0, k0 + depth, Math.Min(depthBlock, a.InFeatures - k0 - depth));
-                        }
-                        else if (panel + 1 < last)
-                        {
-                            prefetch.Start(o0 + PanelWidth, s0, Math.Min(depthBlock, a.InFeatures - s0));
-                        }
-                        else if (sEnd < a.InFeatures)
-                        {
-                            prefetch.Start(first * PanelWidth, sEnd, Math.Min(depthBlock, a.InFeatures - sEnd));
-                        }
-                        else
-                        {
-                            prefetch.Stop();
-                        }
 
                         long offset = ((long)o0 * a.InFeatures) + k0;
                         float* weightPanel = a.Weight == null ? null : sources + (a.Tasks * sourceStride);
@@ -240,7 +218,7 @@ internal static unsafe class PerSampleGemmKernel
                                 float* biasPanel = accumulate || a.Bias == null ? null : a.Bias + o0;
                                 if (width == PanelWidth)
                                 {
-                                    Multiply(xb, depth, packed + (g * packedStride), depth, yb, a.OutFeatures, a.Tokens, accumulate, biasPanel, ref prefetch, prefetchRows);
+                                    Multiply(xb, depth, packed + (g * packedStride), depth, yb, a.OutFeatures, a.Tokens, accumulate, biasPanel);
                                 }
                                 else
                                 {
@@ -415,11 +393,9 @@ internal static unsafe class PerSampleGemmKernel
     /// <summary>
     /// All token rows of one sample against one full packed panel: micro-kernels of 6 and 5 rows (N = 6a + 5b where it
     /// can, 50 = 5·6 + 4·5: no slow short kernel for the ViT's token count), then one of 4 to 1 rows for what remains.
-    /// Before each micro-kernel, a share of the next panel's source rows is prefetched (<paramref name="prefetch"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Multiply<TSource>(float* x, int ldx, float* packed, int depth, float* y, int ldy, int tokens, bool accumulate, float* bias, ref Prefetcher<TSource> prefetch, int prefetchRows)
-        where TSource : struct, IPanelSource
+    private static void Multiply(float* x, int ldx, float* packed, int depth, float* y, int ldy, int tokens, bool accumulate, float* bias)
     {
         int fives = tokens % MicroRows == 0 ? 0 : MicroRows - (tokens % MicroRows);
         if (fives * (MicroRows - 1) > tokens)
@@ -431,17 +407,14 @@ internal static unsafe class PerSampleGemmKernel
         int n = 0;
         for (int i = 0; i < sixes; i++, n += MicroRows)
         {
-            prefetch.Issue(prefetchRows);
             Kernel<Rows6>(x + ((long)n * ldx), ldx, packed, depth, y + ((long)n * ldy), ldy, accumulate, bias);
         }
 
         for (int i = 0; i < fives; i++, n += MicroRows - 1)
         {
-            prefetch.Issue(prefetchRows);
             Kernel<Rows5>(x + ((long)n * ldx), ldx, packed, depth, y + ((long)n * ldy), ldy, accumulate, bias);
         }
 
-        prefetch.Issue(prefetchRows);
         float* xr = x + ((long)n * ldx);
         float* yr = y + ((long)n * ldy);
         switch (tokens - n)
@@ -460,9 +433,6 @@ internal static unsafe class PerSampleGemmKernel
                 break;
         }
     }
-
-    /// <summary>Micro-kernel calls <see cref="Multiply{TSource}"/> makes for <paramref name="tokens"/> rows (prefetch shares).</summary>
-    private static int KernelCalls(int tokens) => ((tokens + MicroRows - 2) / (MicroRows - 1)) + 1;
 
     /// <summary>A panel narrower than 16 outputs (the last one): each row through a 16-wide scratch row, valid columns copied.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -724,68 +694,9 @@ internal static unsafe class PerSampleGemmKernel
         public static int Count => 6;
     }
 
-    /// <summary>
-    /// Walks the source rows of one (panel, depth block): W's rows, then each task's, asking for a few rows at a time
-    /// (<see cref="Issue"/>) to be prefetched.
-    /// </summary>
-    private struct Prefetcher<TSource>(TSource source, float* weight, int tasks, int inFeatures, int outFeatures)
-        where TSource : struct, IPanelSource
-    {
-        private int o0, k0, depth, width, next, total;
-
-        /// <summary>Starts on the panel at output row <paramref name="panelStart"/>, depth block [k, k + blockDepth).</summary>
-        public void Start(int panelStart, int k, int blockDepth)
-        {
-            o0 = panelStart;
-            k0 = k;
-            depth = blockDepth;
-            width = Math.Min(PanelWidth, outFeatures - panelStart);
-            next = 0;
-            total = (tasks + 1) * width;
-        }
-
-        /// <summary>Nothing left to prefetch.</summary>
-        public void Stop() => next = total = 0;
-
-        /// <summary>Prefetches the next <paramref name="rows"/> rows (fewer at the end).</summary>
-        public void Issue(int rows)
-        {
-            for (int end = Math.Min(total, next + rows); next < end; next++)
-            {
-                int task = (next / width) - 1;
-                int row = o0 + (next % width);
-                if (task < 0)
-                {
-                    if (weight != null)
-                    {
-                        PrefetchRange(weight + ((long)row * inFeatures) + k0, depth);
-                    }
-                }
-                else
-                {
-                    source.Prefetch(task, row, k0, depth);
-                }
-            }
-        }
-    }
-
-    /// <summary>Prefetches the cache lines of <paramref name="count"/> floats from <paramref name="start"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void PrefetchRange(float* start, int count)
-    {
-        byte* first = (byte*)((nuint)start & ~(nuint)63);
-        byte* last = (byte*)(start + count - 1);
-        for (byte* line = first; line <= last; line += 64)
-        {
-            Sse.Prefetch0(line);
-        }
-    }
-
     /// <summary>Supplies the kernel with the task vectors' rows of one panel, transposed into panel layout.</summary>
     internal interface IPanelSource
     {
-        /// <summary>Prefetches what <see cref="Pack"/> will read of τ_task[row, k0 .. k0 + depth).</summary>
-        void Prefetch(int task, int row, int k0, int depth);
 
         /// <summary>
         /// dst[k·16 + j] = τ_task[o0 + j, k0 + k] for k &lt; depth, j &lt; width, zero for j ≥ width (16 floats per k);
@@ -797,9 +708,6 @@ internal static unsafe class PerSampleGemmKernel
     /// <summary>Dense task vectors [T, O, K], row-major float32: each panel transposed straight from the rows.</summary>
     internal readonly struct DensePanels(float* taus, int outFeatures, int inFeatures) : IPanelSource
     {
-        /// <inheritdoc/>
-        public void Prefetch(int task, int row, int k0, int depth) =>
-            PrefetchRange(taus + (task * (long)outFeatures * inFeatures) + ((long)row * inFeatures) + k0, depth);
 
         /// <inheritdoc/>
         public void Pack(int task, int o0, int width, int k0, int depth, float* scratch, float* dst) =>

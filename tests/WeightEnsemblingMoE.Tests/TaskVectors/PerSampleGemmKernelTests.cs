@@ -166,26 +166,6 @@ public sealed class PerSampleGemmKernelTests
     }
 
     [Test]
-    public void NoGrad_WithoutPrefetch_EqualBitForBit()
-    {
-        using var scope = NewDisposeScope();
-        var c = Data(4, 8, 50, 48, 600);
-        using var storage = new DenseTaskVectorStorage(c.Taus);
-        using var guard = no_grad();
-        var with = storage.BatchedLinear(c.X, c.R, c.W, c.Bias);
-        PerSampleGemmKernel.PrefetchEnabled = false;
-        try
-        {
-            var without = storage.BatchedLinear(c.X, c.R, c.W, c.Bias);
-            Assert.That(with.eq(without).all().item<bool>(), Is.True, "prefetching reads ahead only; it must not change a value");
-        }
-        finally
-        {
-            PerSampleGemmKernel.PrefetchEnabled = true;
-        }
-    }
-
-    [Test]
     public void NoGrad_NonContiguousOperands_EqualReference()
     {
         using var scope = NewDisposeScope();
