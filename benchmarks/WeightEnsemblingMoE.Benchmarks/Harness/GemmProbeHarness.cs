@@ -19,7 +19,7 @@ internal static unsafe class GemmProbeHarness
 {
     private const int D = 768, Hidden = 3072, Tokens = 50, Tasks = 8;
 
-    private readonly struct Aliased(float* tau, int outFeatures, int inFeatures) : PerSampleGemmKernel.IPanelSource
+    private readonly struct Aliased(float* tau, int inFeatures) : PerSampleGemmKernel.IPanelSource
     {
 
         public void Pack(int task, int o0, int width, int k0, int depth, float* scratch, float* dst) =>
@@ -43,7 +43,7 @@ internal static unsafe class GemmProbeHarness
         var dense2 = new PerSampleGemmKernel.DensePanels((float*)FusedMergeKernel.Address(tau2), D, Hidden);
         var big = randn(new long[] { 100_000_000 }, generator: generator);
         var dense = new PerSampleGemmKernel.DensePanels((float*)FusedMergeKernel.Address(tau), Hidden, D);
-        var aliased = new Aliased((float*)FusedMergeKernel.Address(tau), Hidden, D);
+        var aliased = new Aliased((float*)FusedMergeKernel.Address(tau), D);
         var r0 = r.narrow(1, 0, 1).contiguous();
 
         var all = new List<(string Name, Action Run)>
