@@ -93,6 +93,11 @@ internal static unsafe class GemmProbeHarness
             all.Add(($"sb {sb >> 10} KB fc2", () => { PerSampleGemmKernel.SuperBlockBytes = sb; FusedMergeKernel.MaxThreads = 2; PerSampleGemmKernel.Linear(dense2, Tasks, xh, r, w2, null, D).Dispose(); FusedMergeKernel.MaxThreads = 0; PerSampleGemmKernel.SuperBlockBytes = 3L << 20; }));
         }
 
+        static long MinorFaults() => long.Parse(File.ReadAllText("/proc/self/stat").Split(") ")[1].Split(' ')[7]);
+        all.Add(("faults: kernel fc2 x10", () => { long f0 = MinorFaults(); for (int i = 0; i < 10; i++) { FusedMergeKernel.MaxThreads = 2; PerSampleGemmKernel.Linear(dense2, Tasks, xh, r, w2, null, D).Dispose(); FusedMergeKernel.MaxThreads = 0; } Console.WriteLine($"minor faults per fc2 kernel call: {(MinorFaults() - f0) / 10.0}"); }));
+        all.Add(("faults: libtorch fc2 x10", () => { long f0 = MinorFaults(); for (int i = 0; i < 10; i++) { using var g = no_grad(); nn.functional.linear(xh, w2).Dispose(); } Console.WriteLine($"minor faults per fc2 libtorch call: {(MinorFaults() - f0) / 10.0}"); }));
+
+
         var filter = args.Length > 2 ? args[2] : "";
         var variants = all.Where(v => filter.Length == 0 || filter.Split(',').Any(f => v.Name.Contains(f))).ToList();
 

@@ -10,15 +10,16 @@ namespace WeightEnsembling.TaskVectors;
 
 /// <summary>
 /// The per-sample linear y_b = x_b·(W + Σ_t R[b, t]·τ_t)ᵀ + bias as one managed float32 GEMM whose weight-panel packing
-/// does the merge (AVX2 + FMA). For each block of <see cref="DepthFor"/> input columns, every sample's tokens are copied
-/// into one contiguous buffer; then for each panel of 16 output rows, W's and the T task vectors' rows are transposed
-/// once into 16-wide panels (about 150 KB at T = 8, kept in L2 across the B samples), four samples' merged panels are
-/// computed together as contiguous weighted sums of them (each source vector loaded once for the four), and each is
-/// multiplied at once by a 6 × 16 register-blocked micro-kernel. No merged weight set ever reaches memory, where the
+/// does the merge (AVX2 + FMA). Every sample's tokens are first re-laid depth block by depth block (<see cref="DepthFor"/>
+/// columns each). Then, super-block of the depth by super-block (<see cref="SuperBlockBytes"/>), panel of 16 output rows
+/// by panel, and depth block by depth block: W's and the T task vectors' rows are transposed once into 16-wide panels
+/// (about 150 KB at T = 8, kept in L2 across the B samples), four samples' merged panels are computed together as
+/// contiguous weighted sums of them (each source vector loaded once for the four), and each is multiplied at once by a
+/// register-blocked micro-kernel of 6 or 5 token rows × 16 outputs. No merged weight set ever reaches memory, where the
 /// blocked path writes the B merged row blocks out and reads them back through <c>bmm</c> (docs/benchmarks.md). The
 /// panel layout and the micro-kernel follow the usual BLIS/GotoBLAS design (broadcast one operand, vector-load the
-/// packed other). Each output element is computed by one thread in a fixed order, so results do not depend on the
-/// thread count.
+/// packed other). Output panels are split over libtorch's OpenMP team (<see cref="OpenMPTeam"/>); each output element is
+/// computed by one thread in a fixed order, so results depend neither on the thread count nor on the super-block size.
 /// </summary>
 internal static unsafe class PerSampleGemmKernel
 {
@@ -85,8 +86,9 @@ internal static unsafe class PerSampleGemmKernel
     /// y[b, n, o] = bias[o] + Σ_k x[b, n, k]·(W[o, k] + Σ_t routing[b, t]·τ_t[o, k]), every operand a contiguous row-major
     /// float32 block: x [B, N, K], W [O, K] (or null: zero), routing [B, T], bias [O] (or null), y [B, N, O] (overwritten);
     /// the task vectors' panels come from <paramref name="source"/> (dense rows, or a sparse storage decoding its mask),
-    /// each (task, panel, depth block) asked for once, in increasing depth order per panel. Output rows are split over up
-    /// to <paramref name="threads"/> threads.
+    /// each (task, panel, depth block) asked for once, in increasing depth order per panel (per output row). Output panels
+    /// are split over up to <paramref name="threads"/> threads of libtorch's OpenMP team; a temporary copy of x (B·N·K
+    /// floats, re-laid depth block by depth block) is allocated for the call.
     /// </summary>
     internal static void Run<TSource>(TSource source, float* x, int batch, int tokens, int inFeatures, float* weight, int tasks, float* routing, float* bias, float* y, int outFeatures, int threads)
         where TSource : struct, IPanelSource
