@@ -728,7 +728,6 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     private readonly unsafe struct SparsePanels(byte* mask, long maskBytesPerTask, float* values, long valueCount, long* cursor, int outFeatures, int inFeatures)
         : PerSampleGemmKernel.IPanelSource
     {
-
         /// <inheritdoc/>
         public void Pack(int task, int o0, int width, int k0, int depth, float* scratch, float* dst)
         {
