@@ -22,7 +22,7 @@ internal static unsafe class GemmProbeHarness
     private readonly struct Aliased(float* tau, int inFeatures) : PerSampleGemmKernel.IPanelSource
     {
 
-        public void Pack(int task, int o0, int width, int k0, int depth, float* scratch, float* dst) =>
+        public void Pack(int task, int o0, int width, int k0, int depth, float* dst) =>
             PerSampleGemmKernel.Pack(tau + ((long)o0 * inFeatures) + k0, inFeatures, width, depth, dst);
     }
 
@@ -78,6 +78,14 @@ internal static unsafe class GemmProbeHarness
             all.Add(("mlp dense", () => { torch.set_num_threads(2); using var g = no_grad(); using var sc = NewDisposeScope(); mlp.forward(x); }));
             all.Add(("mlp wemoe", () => { torch.set_num_threads(2); using var g = no_grad(); using var sc = NewDisposeScope(); moe.forward(x); }));
             all.Add(("mlp wemoe pool threads", () => { WeightEnsembling.Interop.OpenMPTeam.Enabled = false; torch.set_num_threads(2); using var g = no_grad(); using var sc = NewDisposeScope(); moe.forward(x); WeightEnsembling.Interop.OpenMPTeam.Enabled = true; }));
+        }
+
+        if (args.Length > 2 && args[2].Contains("storage"))
+        {
+            var denseStorage = new DenseTaskVectorStorage(tau.clone());
+            var sparseStorage = new SparseTaskVectorStorage(Enumerable.Range(0, Tasks).Select(t => tau[t]).ToList(), 0.9);
+            all.Add(("storage dense fc1", () => { torch.set_num_threads(2); using var g = no_grad(); denseStorage.BatchedLinear(x, r, w1, b1).Dispose(); }));
+            all.Add(("storage sparse p=0.9 fc1", () => { torch.set_num_threads(2); using var g = no_grad(); sparseStorage.BatchedLinear(x, r, w1, b1).Dispose(); }));
         }
 
         var small = randn(new long[] { 64, 768 });

@@ -24,7 +24,7 @@ namespace WeightEnsembling.TaskVectors;
 internal static unsafe class PerSampleGemmKernel
 {
     /// <summary>Output columns (W's rows) of one packed panel: two 8-float vectors.</summary>
-    private const int PanelWidth = 16;
+    internal const int PanelWidth = 16;
 
     /// <summary>Samples merged together (each source vector loaded once for all of them).</summary>
     private const int MergeGroup = 4;
@@ -165,7 +165,6 @@ internal static unsafe class PerSampleGemmKernel
         float* packed = (float*)NativeMemory.AlignedAlloc((nuint)(packedStride * MergeGroup * sizeof(float)), 64);
         float* sources = (float*)NativeMemory.AlignedAlloc((nuint)(sourceStride * (a.Tasks + 1) * sizeof(float)), 64);
         float* edge = (float*)NativeMemory.AlignedAlloc((nuint)(PanelWidth * sizeof(float)), 64);
-        float* scratch = (float*)NativeMemory.AlignedAlloc((nuint)(panelFloats * sizeof(float)), 64);
         long rows = (long)a.Batch * a.Tokens;
         // Depth super-blocks whose tokens (B·N·span floats) stay in L3 while every panel of the range reads them.
         int span = (int)Math.Clamp(SuperBlockBytes / (rows * sizeof(float)) / depthBlock, 1, (a.InFeatures + depthBlock - 1) / depthBlock) * depthBlock;
@@ -188,7 +187,7 @@ internal static unsafe class PerSampleGemmKernel
                         float* weightPanel = a.Weight == null ? null : sources + (a.Tasks * sourceStride);
                         for (int t = 0; t < a.Tasks; t++)
                         {
-                            source.Pack(t, o0, width, k0, depth, scratch, sources + (t * sourceStride));
+                            source.Pack(t, o0, width, k0, depth, sources + (t * sourceStride));
                         }
 
                         if (weightPanel != null)
@@ -234,7 +233,6 @@ internal static unsafe class PerSampleGemmKernel
         }
         finally
         {
-            NativeMemory.AlignedFree(scratch);
             NativeMemory.AlignedFree(edge);
             NativeMemory.AlignedFree(sources);
             NativeMemory.AlignedFree(packed);
@@ -700,11 +698,8 @@ internal static unsafe class PerSampleGemmKernel
     internal interface IPanelSource
     {
 
-        /// <summary>
-        /// dst[k·16 + j] = τ_task[o0 + j, k0 + k] for k &lt; depth, j &lt; width, zero for j ≥ width (16 floats per k);
-        /// <paramref name="scratch"/> holds 16 × depth floats the source may use.
-        /// </summary>
-        void Pack(int task, int o0, int width, int k0, int depth, float* scratch, float* dst);
+        /// <summary>dst[k·16 + j] = τ_task[o0 + j, k0 + k] for k &lt; depth, j &lt; width, zero for j ≥ width (16 floats per k).</summary>
+        void Pack(int task, int o0, int width, int k0, int depth, float* dst);
     }
 
     /// <summary>Dense task vectors [T, O, K], row-major float32: each panel transposed straight from the rows.</summary>
@@ -712,7 +707,7 @@ internal static unsafe class PerSampleGemmKernel
     {
 
         /// <inheritdoc/>
-        public void Pack(int task, int o0, int width, int k0, int depth, float* scratch, float* dst) =>
+        public void Pack(int task, int o0, int width, int k0, int depth, float* dst) =>
             PerSampleGemmKernel.Pack(taus + (task * (long)outFeatures * inFeatures) + ((long)o0 * inFeatures) + k0, inFeatures, width, depth, dst);
     }
 

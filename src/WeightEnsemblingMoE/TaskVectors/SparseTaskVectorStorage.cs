@@ -720,29 +720,69 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     }
 
     /// <summary>
-    /// The panels of <see cref="PerSampleGemm"/>: row o of task t's panel is decoded from the mask into the scratch rows
-    /// (<see cref="Fill{TElement}"/>: cleared, then each kept value written at its bit's position), starting at the
-    /// value offset <c>cursor[t·out + o]</c>, which then advances past the values used; the kernel asks for each row's
-    /// depth blocks in order, and its threads own disjoint rows. The scratch rows are then transposed into panel layout.
+    /// The panels of <see cref="PerSampleGemm"/>: the panel is cleared, then row o of task t's panel is decoded from the
+    /// mask straight into panel layout (<see cref="Scatter"/>: each kept value written at its bit's position k, as
+    /// dst[k·16 + j]), starting at the value offset <c>cursor[t·out + o]</c>, which then advances past the values used;
+    /// the kernel asks for each row's depth blocks in order, and its threads own disjoint rows.
     /// </summary>
     private readonly unsafe struct SparsePanels(byte* mask, long maskBytesPerTask, float* values, long valueCount, long* cursor, int outFeatures, int inFeatures)
         : PerSampleGemmKernel.IPanelSource
     {
         /// <inheritdoc/>
-        public void Pack(int task, int o0, int width, int k0, int depth, float* scratch, float* dst)
+        public void Pack(int task, int o0, int width, int k0, int depth, float* dst)
         {
-            var maskRow = new ReadOnlySpan<byte>(mask + (task * maskBytesPerTask), checked((int)maskBytesPerTask));
+            NativeMemory.Clear(dst, (nuint)((long)depth * PerSampleGemmKernel.PanelWidth * sizeof(float)));
+            byte* taskMask = mask + (task * maskBytesPerTask);
             for (int i = 0; i < width; i++)
             {
                 long at = ((long)task * outFeatures) + o0 + i;
                 long offset = cursor[at];
-                int available = (int)Math.Min(int.MaxValue, valueCount - offset);
-                var source = available == 0 ? ReadOnlySpan<uint>.Empty : new ReadOnlySpan<uint>((uint*)values + offset, available);
-                var target = new Span<uint>((uint*)scratch + ((long)i * depth), depth);
-                cursor[at] = offset + Fill(maskRow, ((long)(o0 + i) * inFeatures) + k0, source, target);
+                cursor[at] = offset + Scatter(taskMask, maskBytesPerTask, ((long)(o0 + i) * inFeatures) + k0, depth, values + offset, valueCount - offset, dst + i);
+            }
+        }
+
+        /// <summary>
+        /// <see cref="Fill{TElement}"/> into one column of a panel: writes <paramref name="source"/>'s first values, in
+        /// order, at dst[(p − start)·16] for the set bits p of the task's mask (<paramref name="maskBytes"/> bytes) in
+        /// [<paramref name="start"/>, <paramref name="start"/> + <paramref name="length"/>), onto a cleared panel; returns
+        /// how many were written (one more than <paramref name="available"/> if the bits outnumber the values).
+        /// </summary>
+        private static int Scatter(byte* mask, long maskBytes, long start, int length, float* source, long available, float* dst)
+        {
+            int k = 0;
+            long end = start + length;
+            long firstByte = start / 8, lastByte = (end - 1) / 8;
+            for (long i = firstByte; i <= lastByte; i += 8)
+            {
+                ulong word = i + 8 <= maskBytes
+                    ? BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(mask + i, 8))
+                    : Tail(new ReadOnlySpan<byte>(mask + i, (int)(maskBytes - i)));
+                long basePosition = (8 * i) - start; // panel row of bit 0 of this word
+                if (basePosition < 0)
+                {
+                    word &= ulong.MaxValue << (int)-basePosition;
+                }
+
+                long over = basePosition + 64 - length;
+                if (over > 0)
+                {
+                    word &= over >= 64 ? 0 : ulong.MaxValue >> (int)over;
+                }
+
+                float* column = dst + (basePosition * PerSampleGemmKernel.PanelWidth);
+                while (word != 0)
+                {
+                    if (k == available)
+                    {
+                        return k + 1; // more set bits than values: the caller reports the mismatch
+                    }
+
+                    column[BitOperations.TrailingZeroCount(word) * PerSampleGemmKernel.PanelWidth] = source[k++];
+                    word &= word - 1;
+                }
             }
 
-            PerSampleGemmKernel.Pack(scratch, depth, width, depth, dst);
+            return k;
         }
     }
 

@@ -73,6 +73,7 @@ public sealed class PerSampleGemmKernelTests
     [TestCase(2, 3, 9, 20, 40, true)]        // 6 + 3 rows
     [TestCase(2, 3, 4, 20, 40, true)]        // 4 rows only
     [TestCase(2, 3, 16, 20, 40, true)]       // 6 + 5 + 5 rows
+    [TestCase(3, 2, 11, 29, 40, true)]       // 6 + 5 rows, both through the 13-wide edge panel
     public void NoGrad_EqualsFloat64Reference(int batch, int tasks, int tokens, int outFeatures, int inFeatures, bool withWeight)
     {
         using var scope = NewDisposeScope();
