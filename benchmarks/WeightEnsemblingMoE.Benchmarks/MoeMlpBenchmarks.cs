@@ -9,7 +9,7 @@ namespace WeightEnsembling.Benchmarks;
 
 /// <summary>
 /// Benchmarks 1 and 4: one WEMoE MLP of ViT-B/32 (D = 768, MLP 3072, 50 tokens, T = 8) with per-sample routing: the
-/// library's batched module (dense, sparse p = 0.9 and low-rank k = 64 storages) vs the reference's per-sample loop
+/// library's batched module (dense, sparse p = 0.9, low-rank k = 64 and k = 16 storages) vs the reference's per-sample loop
 /// (for each sample merge θ_0 + Σ r τ, then run the MLP) vs the dense MLP. <see cref="PerSampleMerge"/> and
 /// <see cref="Copy512MiB"/> give the memory-bandwidth figure.
 /// </summary>
@@ -17,7 +17,7 @@ public class MoeMlpBenchmarks
 {
     private const int D = 768, Hidden = 3072, Tokens = 50, T = 8;
     private ClipMlp dense = null!;
-    private WeightEnsemblingMoE denseMoe = null!, sparseMoe = null!, lowRankMoe = null!;
+    private WeightEnsemblingMoE denseMoe = null!, sparseMoe = null!, lowRankMoe = null!, lowRank16Moe = null!;
     private Dictionary<string, Tensor> baseWeights = null!;
     private Dictionary<string, Tensor> taskVectors = null!; // name → [T, ...]
     private Tensor input = null!, routing = null!, copySource = null!, copyTarget = null!;
@@ -48,14 +48,15 @@ public class MoeMlpBenchmarks
             denseMoe = Build(experts, TaskVectorStorageOptions.Dense());
             sparseMoe = Build(experts, TaskVectorStorageOptions.Sparse(0.9));
             lowRankMoe = Build(experts, TaskVectorStorageOptions.LowRank(64));
+            lowRank16Moe = Build(experts, TaskVectorStorageOptions.LowRank(16));
             copySource = randn(128L * 1024 * 1024); // 512 MiB of float32
             copyTarget = empty_like(copySource);
             shared = this;
         }
         else
         {
-            (dense, baseWeights, taskVectors, denseMoe, sparseMoe, lowRankMoe, copySource, copyTarget) =
-                (shared.dense, shared.baseWeights, shared.taskVectors, shared.denseMoe, shared.sparseMoe, shared.lowRankMoe, shared.copySource, shared.copyTarget);
+            (dense, baseWeights, taskVectors, denseMoe, sparseMoe, lowRankMoe, lowRank16Moe, copySource, copyTarget) =
+                (shared.dense, shared.baseWeights, shared.taskVectors, shared.denseMoe, shared.sparseMoe, shared.lowRankMoe, shared.lowRank16Moe, shared.copySource, shared.copyTarget);
         }
 
         torch.manual_seed(B);
@@ -118,6 +119,13 @@ public class MoeMlpBenchmarks
 
     [Benchmark(Description = "WEMoE per-sample, low-rank k=64")]
     public void WemoeLowRank() => Run(lowRankMoe);
+
+    /// <summary>
+    /// Rank 16, near the crossover: the factored product adds B·N·T·k·(in + out) multiply-adds to the base product where
+    /// the dense storage adds its merge's B·T·|W|; they are equal at k = |W| / (N·(in + out)) ≈ 12 for this MLP (N = 50).
+    /// </summary>
+    [Benchmark(Description = "WEMoE per-sample, low-rank k=16")]
+    public void WemoeLowRank16() => Run(lowRank16Moe);
 
     /// <summary>Only the per-sample merge of fc1 and fc2 weights (W + R·τ → [B, out, in]): memory-bound.</summary>
     [Benchmark(Description = "per-sample merge only (fc1+fc2 weights)")]

@@ -85,6 +85,10 @@ internal static unsafe class GemmProbeHarness
             var denseStorage = new DenseTaskVectorStorage(tau.clone());
             var sparseStorage = new SparseTaskVectorStorage(Enumerable.Range(0, Tasks).Select(t => tau[t]).ToList(), 0.9);
             all.Add(("storage dense fc1", () => { torch.set_num_threads(2); using var g = no_grad(); denseStorage.BatchedLinear(x, r, w1, b1).Dispose(); }));
+            var lowRank64 = new LowRankTaskVectorStorage(Enumerable.Range(0, Tasks).Select(t => tau[t]).ToList(), 64, null);
+            var lowRank16 = new LowRankTaskVectorStorage(Enumerable.Range(0, Tasks).Select(t => tau[t]).ToList(), 16, null);
+            all.Add(("storage low-rank k=64 fc1", () => { torch.set_num_threads(2); using var g = no_grad(); lowRank64.BatchedLinear(x, r, w1, b1).Dispose(); }));
+            all.Add(("storage low-rank k=16 fc1", () => { torch.set_num_threads(2); using var g = no_grad(); lowRank16.BatchedLinear(x, r, w1, b1).Dispose(); }));
             all.Add(("storage sparse p=0.9 fc1", () => { torch.set_num_threads(2); using var g = no_grad(); sparseStorage.BatchedLinear(x, r, w1, b1).Dispose(); }));
         }
 
