@@ -13,7 +13,8 @@ namespace WeightEnsembling.Benchmarks.Harness;
 /// with every task vector aliased to one (so that the task vectors come from cache: the memory's share);
 /// the kernel right after a libtorch op and 30 ms later, on the OpenMP team and on .NET's pool (libgomp's spinning
 /// workers); depth super-block sizes ("sb"); with "mlp" in the filter, a whole WEMoE MLP (2-layer router) against the
-/// dense MLP.
+/// dense MLP; with "storage" in the filter, the dense, sparse (p = 0.9) and low-rank (k = 64, 16) storages' per-sample
+/// fc1 and fc2 (B = 16, and B = 1, N = 1: the panels' production alone).
 /// </summary>
 internal static unsafe class GemmProbeHarness
 {
@@ -89,6 +90,17 @@ internal static unsafe class GemmProbeHarness
             var lowRank16 = new LowRankTaskVectorStorage(Enumerable.Range(0, Tasks).Select(t => tau[t]).ToList(), 16, null);
             all.Add(("storage low-rank k=64 fc1", () => { torch.set_num_threads(2); using var g = no_grad(); lowRank64.BatchedLinear(x, r, w1, b1).Dispose(); }));
             all.Add(("storage low-rank k=16 fc1", () => { torch.set_num_threads(2); using var g = no_grad(); lowRank16.BatchedLinear(x, r, w1, b1).Dispose(); }));
+            var denseStorage2 = new DenseTaskVectorStorage(tau2.clone());
+            var sparseStorage2 = new SparseTaskVectorStorage(Enumerable.Range(0, Tasks).Select(t => tau2[t]).ToList(), 0.9);
+            all.Add(("storage dense fc2", () => { torch.set_num_threads(2); using var g = no_grad(); denseStorage2.BatchedLinear(xh, r, w2, null).Dispose(); }));
+            all.Add(("storage sparse p=0.9 fc2", () => { torch.set_num_threads(2); using var g = no_grad(); sparseStorage2.BatchedLinear(xh, r, w2, null).Dispose(); }));
+            var x1 = randn(new long[] { 1, 1, D });
+            var xh1 = randn(new long[] { 1, 1, Hidden });
+            var r1 = r.narrow(0, 0, 1).contiguous();
+            all.Add(("storage dense fc1 B=1 N=1", () => { torch.set_num_threads(2); using var g = no_grad(); denseStorage.BatchedLinear(x1, r1, w1, b1).Dispose(); }));
+            all.Add(("storage sparse p=0.9 fc1 B=1 N=1", () => { torch.set_num_threads(2); using var g = no_grad(); sparseStorage.BatchedLinear(x1, r1, w1, b1).Dispose(); }));
+            all.Add(("storage dense fc2 B=1 N=1", () => { torch.set_num_threads(2); using var g = no_grad(); denseStorage2.BatchedLinear(xh1, r1, w2, null).Dispose(); }));
+            all.Add(("storage sparse p=0.9 fc2 B=1 N=1", () => { torch.set_num_threads(2); using var g = no_grad(); sparseStorage2.BatchedLinear(xh1, r1, w2, null).Dispose(); }));
             all.Add(("storage sparse p=0.9 fc1", () => { torch.set_num_threads(2); using var g = no_grad(); sparseStorage.BatchedLinear(x, r, w1, b1).Dispose(); }));
         }
 
