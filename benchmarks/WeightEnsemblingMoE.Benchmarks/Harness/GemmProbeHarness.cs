@@ -14,7 +14,8 @@ namespace WeightEnsembling.Benchmarks.Harness;
 /// the kernel right after a libtorch op and 30 ms later, on the OpenMP team and on .NET's pool (libgomp's spinning
 /// workers); depth super-block sizes ("sb"); with "mlp" in the filter, a whole WEMoE MLP (2-layer router) against the
 /// dense MLP; with "storage" in the filter, the dense, sparse (p = 0.9) and low-rank (k = 64, 16) storages' per-sample
-/// fc1 and fc2 (B = 16, and B = 1, N = 1: the panels' production alone).
+/// fc1 and fc2 (B = 16, and B = 1, N = 1: the panels' production alone; sparse also at p = 0.5 and 0.99); with "iso",
+/// the kernel against libtorch's product on one thread with one task vector (the multiply alone).
 /// </summary>
 internal static unsafe class GemmProbeHarness
 {
@@ -101,7 +102,29 @@ internal static unsafe class GemmProbeHarness
             all.Add(("storage sparse p=0.9 fc1 B=1 N=1", () => { torch.set_num_threads(2); using var g = no_grad(); sparseStorage.BatchedLinear(x1, r1, w1, b1).Dispose(); }));
             all.Add(("storage dense fc2 B=1 N=1", () => { torch.set_num_threads(2); using var g = no_grad(); denseStorage2.BatchedLinear(xh1, r1, w2, null).Dispose(); }));
             all.Add(("storage sparse p=0.9 fc2 B=1 N=1", () => { torch.set_num_threads(2); using var g = no_grad(); sparseStorage2.BatchedLinear(xh1, r1, w2, null).Dispose(); }));
+            foreach (var pp in new[] { 0.5, 0.99 })
+            {
+                var sp = new SparseTaskVectorStorage(Enumerable.Range(0, Tasks).Select(t => tau2[t]).ToList(), pp);
+                all.Add(($"storage sparse p={pp} fc2 B=1 N=1", () => { torch.set_num_threads(2); using var g = no_grad(); sp.BatchedLinear(xh1, r1, w2, null).Dispose(); }));
+            }
+
             all.Add(("storage sparse p=0.9 fc1", () => { torch.set_num_threads(2); using var g = no_grad(); sparseStorage.BatchedLinear(x, r, w1, b1).Dispose(); }));
+        }
+
+        if (args.Length > 2 && args[2].Contains("iso"))
+        {
+            // The kernel against libtorch's product on one thread with T = 1 (the merge nearly free): one sample of 800
+            // tokens, then 16 samples of 50 or 48 tokens, then depth 256 only (all in one depth block).
+            foreach (var (bi, ni, oi, ki, calls) in new[] { (1, 800, Hidden, D, 1), (16, 50, Hidden, D, 1), (16, 48, Hidden, D, 1), (16, 50, Hidden, 256, 3) })
+            {
+                var xi = randn(new long[] { bi, ni, ki }, generator: generator);
+                var wi = randn(new long[] { oi, ki }, generator: generator);
+                var taui = randn(new long[] { 1, oi, ki }, generator: generator);
+                var ri = ones(new long[] { bi, 1 });
+                var densei = new PerSampleGemmKernel.DensePanels((float*)FusedMergeKernel.Address(taui), oi, ki);
+                all.Add(($"iso: kernel B={bi} N={ni} O={oi} K={ki} x{calls} 1 thread", () => { FusedMergeKernel.MaxThreads = 1; for (int i = 0; i < calls; i++) PerSampleGemmKernel.Linear(densei, 1, xi, ri, null, null, oi).Dispose(); FusedMergeKernel.MaxThreads = 0; }));
+                all.Add(($"iso: libtorch B={bi} N={ni} O={oi} K={ki} x{calls} 1 thread", () => { torch.set_num_threads(1); using var g = no_grad(); for (int i = 0; i < calls; i++) nn.functional.linear(xi, wi).Dispose(); torch.set_num_threads(2); }));
+            }
         }
 
         var small = randn(new long[] { 64, 768 });
