@@ -579,26 +579,43 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
     /// <paramref name="maskRow"/> in [<paramref name="start"/>, <paramref name="start"/> + target.Length); returns how many
     /// were written (stops at the end of <paramref name="source"/>).
     /// </summary>
-    private static int Fill<TElement>(ReadOnlySpan<byte> maskRow, long start, ReadOnlySpan<TElement> source, Span<TElement> target)
+    private static unsafe int Fill<TElement>(ReadOnlySpan<byte> maskRow, long start, ReadOnlySpan<TElement> source, Span<TElement> target)
         where TElement : unmanaged
     {
         target.Clear();
-        int length = target.Length, k = 0;
-        if (length == 0)
+        if (target.Length == 0)
         {
             return 0;
         }
 
-        long end = start + length;
-        int firstByte = checked((int)(start / 8));
-        int lastByte = checked((int)((end - 1) / 8));
-        for (int i = firstByte; i <= lastByte; i += 8)
+        fixed (byte* mask = maskRow)
+        fixed (TElement* from = source)
+        fixed (TElement* to = target)
         {
-            int available = Math.Min(8, maskRow.Length - i);
-            ulong word = available == 8
-                ? BinaryPrimitives.ReadUInt64LittleEndian(maskRow.Slice(i, 8))
-                : Tail(maskRow.Slice(i, available));
-            long basePosition = (8L * i) - start; // target position of bit 0 of this word
+            return Decode(mask, maskRow.Length, start, target.Length, from, source.Length, to, stride: 1);
+        }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="source"/>'s first values, in order, at target[(p − start)·<paramref name="stride"/>] for the
+    /// set bits p (LSB first) of <paramref name="mask"/> (<paramref name="maskBytes"/> bytes) in [<paramref name="start"/>,
+    /// <paramref name="start"/> + <paramref name="length"/>), onto a target already cleared; returns how many were written,
+    /// or one more than <paramref name="available"/> if the bits outnumber the values (the caller reports the mismatch).
+    /// The one decoder of the mask: <see cref="Fill{TElement}"/> writes a contiguous row (stride 1), the per-sample GEMM's
+    /// panels a column of 16-wide panel rows (stride 16).
+    /// </summary>
+    private static unsafe int Decode<TElement>(byte* mask, long maskBytes, long start, int length, TElement* source, long available, TElement* target, int stride)
+        where TElement : unmanaged
+    {
+        int k = 0;
+        long end = start + length;
+        long firstByte = start / 8, lastByte = (end - 1) / 8;
+        for (long i = firstByte; i <= lastByte; i += 8)
+        {
+            ulong word = i + 8 <= maskBytes
+                ? BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(mask + i, 8))
+                : Tail(new ReadOnlySpan<byte>(mask + i, (int)(maskBytes - i)));
+            long basePosition = (8 * i) - start; // target position of bit 0 of this word
             if (basePosition < 0)
             {
                 word &= ulong.MaxValue << (int)-basePosition;
@@ -610,14 +627,15 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
                 word &= over >= 64 ? 0 : ulong.MaxValue >> (int)over;
             }
 
+            TElement* row = target + (basePosition * stride);
             while (word != 0)
             {
-                if (k == source.Length)
+                if (k == available)
                 {
-                    return k + 1; // more set bits than values: the caller reports the mismatch
+                    return k + 1;
                 }
 
-                target[(int)(basePosition + BitOperations.TrailingZeroCount(word))] = source[k++];
+                row[BitOperations.TrailingZeroCount(word) * stride] = source[k++];
                 word &= word - 1;
             }
         }
@@ -721,8 +739,8 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
 
     /// <summary>
     /// The panels of <see cref="PerSampleGemm"/>: the panel is cleared, then row o of task t's panel is decoded from the
-    /// mask straight into panel layout (<see cref="Scatter"/>: each kept value written at its bit's position k, as
-    /// dst[k·16 + j]), starting at the value offset <c>cursor[t·out + o]</c>, which then advances past the values used;
+    /// mask straight into panel layout (<see cref="Decode{TElement}"/>: each kept value written at its bit's position k,
+    /// as dst[k·16 + j]), starting at the value offset <c>cursor[t·out + o]</c>, which then advances past the values used;
     /// the kernel asks for each row's depth blocks in order, and its threads own disjoint rows.
     /// </summary>
     private readonly unsafe struct SparsePanels(byte* mask, long maskBytesPerTask, float* values, long valueCount, long* cursor, int outFeatures, int inFeatures)
@@ -737,52 +755,9 @@ public sealed class SparseTaskVectorStorage : TaskVectorStorage
             {
                 long at = ((long)task * outFeatures) + o0 + i;
                 long offset = cursor[at];
-                cursor[at] = offset + Scatter(taskMask, maskBytesPerTask, ((long)(o0 + i) * inFeatures) + k0, depth, values + offset, valueCount - offset, dst + i);
+                long start = ((long)(o0 + i) * inFeatures) + k0;
+                cursor[at] = offset + Decode(taskMask, maskBytesPerTask, start, depth, values + offset, valueCount - offset, dst + i, PerSampleGemmKernel.PanelWidth);
             }
-        }
-
-        /// <summary>
-        /// <see cref="Fill{TElement}"/> into one column of a panel: writes <paramref name="source"/>'s first values, in
-        /// order, at dst[(p − start)·16] for the set bits p of the task's mask (<paramref name="maskBytes"/> bytes) in
-        /// [<paramref name="start"/>, <paramref name="start"/> + <paramref name="length"/>), onto a cleared panel; returns
-        /// how many were written (one more than <paramref name="available"/> if the bits outnumber the values).
-        /// </summary>
-        private static int Scatter(byte* mask, long maskBytes, long start, int length, float* source, long available, float* dst)
-        {
-            int k = 0;
-            long end = start + length;
-            long firstByte = start / 8, lastByte = (end - 1) / 8;
-            for (long i = firstByte; i <= lastByte; i += 8)
-            {
-                ulong word = i + 8 <= maskBytes
-                    ? BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(mask + i, 8))
-                    : Tail(new ReadOnlySpan<byte>(mask + i, (int)(maskBytes - i)));
-                long basePosition = (8 * i) - start; // panel row of bit 0 of this word
-                if (basePosition < 0)
-                {
-                    word &= ulong.MaxValue << (int)-basePosition;
-                }
-
-                long over = basePosition + 64 - length;
-                if (over > 0)
-                {
-                    word &= over >= 64 ? 0 : ulong.MaxValue >> (int)over;
-                }
-
-                float* column = dst + (basePosition * PerSampleGemmKernel.PanelWidth);
-                while (word != 0)
-                {
-                    if (k == available)
-                    {
-                        return k + 1; // more set bits than values: the caller reports the mismatch
-                    }
-
-                    column[BitOperations.TrailingZeroCount(word) * PerSampleGemmKernel.PanelWidth] = source[k++];
-                    word &= word - 1;
-                }
-            }
-
-            return k;
         }
     }
 
